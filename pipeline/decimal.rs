@@ -1,0 +1,260 @@
+//! Exact decimal text ⇄ `Decimal128(38, 18)`.
+//!
+//! Every money amount, price and quantity in tally is a `Decimal128` with precision 38 and
+//! scale [`SCALE`] = 18: 20 integer digits and 18 fractional digits. Source text is parsed
+//! exactly (plain decimals and E-notation such as `1.81E-8`); a value that would need more
+//! than 18 fractional digits or more than 20 integer digits is *refused* with a reason,
+//! never rounded, so no digit of the source text is ever lost.
+
+use arrow::datatypes::{DataType, i256};
+
+/// Fractional digits kept for every decimal column.
+pub const SCALE: i8 = 18;
+/// Total digits of every decimal column.
+pub const PRECISION: u8 = 38;
+/// 10^SCALE.
+pub const ONE: i128 = 1_000_000_000_000_000_000;
+
+/// The Arrow type of every FOCUS decimal column.
+pub fn data_type() -> DataType {
+    DataType::Decimal128(PRECISION, SCALE)
+}
+
+const MAX_ABS: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999; // 38 nines
+
+/// Parses decimal text into units of 10^-18.
+///
+/// Accepts an optional sign, digits with an optional `.`, and an optional exponent
+/// (`e`/`E`, signed). Leading/trailing ASCII whitespace is ignored. Thousands separators,
+/// currency symbols, `+` inside the mantissa, `NaN` and `Inf` are refused.
+pub fn parse(text: &str) -> Result<i128, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty number".into());
+    }
+    let (neg, body) = match s.as_bytes()[0] {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => {
+            let e: i32 = body[i + 1..]
+                .parse()
+                .map_err(|_| format!("bad exponent in {text:?}"))?;
+            (&body[..i], e)
+        }
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, ""),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(format!("not a number: {text:?}"));
+    }
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("not a number: {text:?}"));
+    }
+    // digits = int_part ++ frac_part, value = digits * 10^(exp - frac_len)
+    let digits = int_part.bytes().chain(frac_part.bytes());
+    let shift = exp as i64 - frac_part.len() as i64 + SCALE as i64; // power of ten to apply to `digits`
+    let mut value: i128 = 0;
+    let mut significant = false;
+    let mut dropped_nonzero = false;
+    let all: Vec<u8> = digits.collect();
+    // When shift < 0 the last -shift digits fall below 10^-18.
+    let keep = if shift < 0 {
+        all.len() as i64 + shift
+    } else {
+        all.len() as i64
+    };
+    for (i, b) in all.iter().enumerate() {
+        let d = (b - b'0') as i128;
+        if (i as i64) < keep {
+            if d != 0 {
+                significant = true;
+            }
+            if significant {
+                value = value
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(d))
+                    .ok_or_else(|| too_large(text))?;
+            }
+        } else if d != 0 {
+            dropped_nonzero = true;
+        }
+    }
+    if dropped_nonzero {
+        return Err(format!(
+            "{text:?} needs more than {SCALE} decimal places; tally keeps {SCALE} and never rounds"
+        ));
+    }
+    if shift > 0 && value != 0 {
+        for _ in 0..shift {
+            value = value.checked_mul(10).ok_or_else(|| too_large(text))?;
+        }
+    }
+    if value > MAX_ABS {
+        return Err(too_large(text));
+    }
+    Ok(if neg { -value } else { value })
+}
+
+fn too_large(text: &str) -> String {
+    format!("{text:?} is too large for Decimal128(38,18) (at most 20 integer digits)")
+}
+
+/// Formats units of 10^-18 as plain decimal text without trailing zeros (`"0.0000000181"`).
+pub fn format(units: i128) -> String {
+    let neg = units < 0;
+    let abs = units.unsigned_abs();
+    let int = abs / ONE as u128;
+    let frac = abs % ONE as u128;
+    let mut s = if neg {
+        String::from("-")
+    } else {
+        String::new()
+    };
+    s.push_str(&int.to_string());
+    if frac != 0 {
+        let f = format!("{frac:018}");
+        s.push('.');
+        s.push_str(f.trim_end_matches('0'));
+    }
+    s
+}
+
+/// Number of fractional digits a value actually uses (trailing zeros removed).
+pub fn used_scale(units: i128) -> u32 {
+    if units == 0 {
+        return 0;
+    }
+    let mut u = units.unsigned_abs();
+    let mut scale = SCALE as u32;
+    while scale > 0 && u % 10 == 0 {
+        u /= 10;
+        scale -= 1;
+    }
+    scale
+}
+
+/// `10^(18 - s)`: one unit in the last place of a value that uses `s` fractional digits.
+fn ulp(scale: u32) -> i256 {
+    i256::from_i128(10i128.pow(SCALE as u32 - scale))
+}
+
+/// Does `cost = price × quantity` hold, given the precision each operand was written with?
+///
+/// Providers round costs and quantities to the digits they print. The product is computed
+/// exactly (at scale 36) and compared with the cost; the identity holds when the difference is
+/// within half a unit in the last place of the cost plus `price` × half a unit in the last place
+/// of the quantity, i.e. when some true values that round to the printed ones satisfy it.
+/// A cost off by one unit in its last place therefore fails.
+pub fn identity_holds(cost: i128, price: i128, quantity: i128) -> bool {
+    let one = i256::from_i128(ONE);
+    let product = i256::from_i128(price).wrapping_mul(i256::from_i128(quantity)); // scale 36
+    let cost36 = i256::from_i128(cost).wrapping_mul(one);
+    let diff = (cost36.wrapping_sub(product))
+        .wrapping_abs()
+        .wrapping_mul(i256::from_i128(2));
+    // 2*|diff| <= ulp(cost)*10^18 + |price|*ulp(quantity)
+    let tol = ulp(used_scale(cost))
+        .wrapping_mul(one)
+        .wrapping_add(i256::from_i128(price.abs()).wrapping_mul(ulp(used_scale(quantity))));
+    diff <= tol
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> i128 {
+        parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_plain_and_exponent_forms_exactly() {
+        assert_eq!(p("1"), ONE);
+        assert_eq!(p("-0.5"), -ONE / 2);
+        assert_eq!(p("1.81E-8"), 18_100_000_000);
+        assert_eq!(p("1.0E-6"), 1_000_000_000_000);
+        assert_eq!(p("2.5e3"), 2500 * ONE);
+        assert_eq!(p(".25"), ONE / 4);
+        assert_eq!(p("7."), 7 * ONE);
+        assert_eq!(p("0.000000000000000001"), 1);
+        assert_eq!(
+            p("1.23000000000000000000"),
+            123 * ONE / 100,
+            "trailing zeros beyond scale are fine"
+        );
+        assert_eq!(p(" 12.5 "), 125 * ONE / 10);
+        assert_eq!(p("99999999999999999999.999999999999999999"), MAX_ABS);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_keep_exactly() {
+        assert!(
+            parse("1.3E-20")
+                .unwrap_err()
+                .contains("more than 18 decimal places")
+        );
+        assert!(parse("0.0000000000000000001").is_err());
+        assert!(
+            parse("100000000000000000000")
+                .unwrap_err()
+                .contains("too large")
+        );
+        for bad in [
+            "", "abc", "1,000.00", "$5", "1e", "NaN", "inf", "1.2.3", "--1", ".",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for s in [
+            "0",
+            "1",
+            "-1.5",
+            "0.0000000181",
+            "123456789.000000000000000001",
+        ] {
+            assert_eq!(format(p(s)), s);
+        }
+    }
+
+    #[test]
+    fn identity_allows_provider_rounding_but_not_one_ulp() {
+        // 0.02 * 3 = 0.06
+        assert!(identity_holds(p("0.06"), p("0.02"), p("3")));
+        assert!(
+            !identity_holds(p("0.07"), p("0.02"), p("3")),
+            "off by one unit in the last place"
+        );
+        assert!(!identity_holds(p("0.05"), p("0.02"), p("3")));
+        // AWS prints 2 significant digits: 0.0036 * 0.1214012512 = 0.00043704450432 printed 4.370445E-4
+        assert!(identity_holds(
+            p("4.370445E-4"),
+            p("0.0036"),
+            p("0.1214012512")
+        ));
+        assert!(!identity_holds(
+            p("4.370446E-4"),
+            p("0.0036"),
+            p("0.1214012512")
+        ));
+        assert!(identity_holds(0, 0, p("5")));
+        assert!(identity_holds(p("-0.06"), p("0.02"), p("-3")));
+    }
+
+    #[test]
+    fn used_scale_counts_significant_fraction_digits() {
+        assert_eq!(used_scale(p("1.2300")), 2);
+        assert_eq!(used_scale(p("100")), 0);
+        assert_eq!(used_scale(p("1E-18")), 18);
+    }
+}

@@ -1,0 +1,261 @@
+//! The `tally` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tally::error::{TallyError, exit};
+use tally::job::{self, Job};
+use tally::query::OutputFormat;
+use tally::{formats, query, run, schema, validate};
+
+/// Billing exports on object storage → exact, conformant FOCUS 1.4 tables.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info`, `tally=debug`.
+    #[arg(long, global = true, default_value = "warn,tally=info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job file, or convert one source without a job file (--source/--output).
+    Run {
+        /// The job file (TOML).
+        job: Option<PathBuf>,
+        /// One-off: a source URL (file, folder or prefix).
+        #[arg(long, conflicts_with = "job", requires = "output")]
+        source: Option<String>,
+        /// One-off: the format name (detected when absent).
+        #[arg(long, requires = "source")]
+        format: Option<String>,
+        /// One-off: the output root URL.
+        #[arg(long, requires = "source")]
+        output: Option<String>,
+        /// Also write the FOCUS 1.2 projection (table cost_and_usage_1_2).
+        #[arg(long = "focus-version", value_parser = ["1.4", "1.2"])]
+        focus_version: Vec<String>,
+    },
+    /// Strict FOCUS checks on a file or a tally table, reported per rule (exit 5 on failures).
+    Validate {
+        /// A FOCUS CSV/Parquet file, a tally output root or a Delta table.
+        target: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// SQL over the output tables (cost_and_usage, cost_and_usage_1_2, quarantine).
+    Query {
+        /// The SQL.
+        sql: String,
+        /// Output root of a job (where its tables are).
+        #[arg(long, short = 't', default_value = "file://out/sample")]
+        tables: String,
+        /// Read cost_and_usage as of this table version (time travel).
+        #[arg(long)]
+        as_of_version: Option<u64>,
+        /// Result format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+        /// Write the result here (path or URL) instead of stdout.
+        #[arg(long)]
+        out: Option<String>,
+    },
+    /// Print the FOCUS schema tally writes (columns, types, levels, allowed values).
+    Schema {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the source formats tally reads.
+    Formats,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::INTERNAL as u8);
+        }
+    };
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
+    match cmd {
+        Command::Run {
+            job: path,
+            source,
+            format,
+            output,
+            focus_version,
+        } => {
+            let req = match (path, source) {
+                (Some(path), None) => {
+                    let (mut job, bytes) = Job::load(&path)?;
+                    if focus_version.iter().any(|v| v == "1.2") && !job.wants_focus_1_2() {
+                        job.output.focus_versions.push("1.2".into());
+                    }
+                    run::RunRequest {
+                        job,
+                        job_path: path.display().to_string(),
+                        job_bytes: bytes,
+                    }
+                }
+                (None, Some(src)) => {
+                    let cwd = std::env::current_dir().unwrap_or_default();
+                    let mut versions = vec!["1.4".to_string()];
+                    versions.extend(focus_version.into_iter().filter(|v| v == "1.2"));
+                    let job = Job {
+                        job: job::JobMeta {
+                            name: "one-off".into(),
+                        },
+                        output: job::Output {
+                            url: job::resolve_url(&output.expect("clap requires --output"), &cwd),
+                            focus_versions: versions,
+                        },
+                        sources: vec![job::Source {
+                            name: "source".into(),
+                            url: job::resolve_url(&src, &cwd),
+                            format,
+                        }],
+                        checks: Default::default(),
+                    };
+                    let text = format!("{job:?}");
+                    run::RunRequest {
+                        job,
+                        job_path: "<command line>".into(),
+                        job_bytes: text.into_bytes(),
+                    }
+                }
+                _ => {
+                    return Err(TallyError::Usage(
+                        "give a job file, or --source and --output".into(),
+                    ));
+                }
+            };
+            let m = run::run(req).await?;
+            println!(
+                "run {} ok: {} files, {} rows read, {} written, {} quarantined, {} folded; reconciliation: {} lines, all match",
+                m.run_id,
+                m.totals.files,
+                m.totals.rows_read,
+                m.totals.rows_written,
+                m.totals.rows_quarantined,
+                m.totals.rows_folded,
+                m.reconciliation.len()
+            );
+            for (name, t) in &m.tables {
+                println!(
+                    "  {name}: version {}",
+                    t.version.map(|v| v.to_string()).unwrap_or("-".into())
+                );
+            }
+            Ok(exit::OK)
+        }
+        Command::Validate { target, json } => {
+            let report = validate::validate(&target).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("report serializes")
+                );
+            } else {
+                println!("{}: {} rows", report.target, report.rows);
+                for r in &report.rules {
+                    let mark = match r.status.as_str() {
+                        "pass" => "ok  ",
+                        "fail" => "FAIL",
+                        _ => "skip",
+                    };
+                    println!("{mark} {:<48} {:>6}  {}", r.id, r.violations, r.message);
+                    for e in &r.examples {
+                        println!("       {e}");
+                    }
+                }
+            }
+            let failed = report.failures().count();
+            let passed = report.rules.iter().filter(|r| r.status == "pass").count();
+            let skipped = report.rules.len() - failed - passed;
+            println!("{passed} passed, {failed} failed, {skipped} skipped");
+            Ok(if failed == 0 {
+                exit::OK
+            } else {
+                exit::INTEGRITY
+            })
+        }
+        Command::Query {
+            sql,
+            tables,
+            as_of_version,
+            format,
+            out,
+        } => {
+            let root = job::resolve_url(&tables, &std::env::current_dir().unwrap_or_default());
+            let ctx = query::session_for(&root, as_of_version).await?;
+            let batches = query::run_sql(&ctx, &sql).await?;
+            query::write(&batches, format, out.as_deref()).await?;
+            Ok(exit::OK)
+        }
+        Command::Schema { json } => {
+            let s = schema::FocusSchema::load()?;
+            if json {
+                let cols: Vec<_> = s.columns().collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&cols).expect("schema serializes")
+                );
+            } else {
+                println!(
+                    "FOCUS 1.4 CostAndUsage as tally writes it ({} FOCUS + {} tally columns)",
+                    s.focus.len(),
+                    s.extensions.len()
+                );
+                for c in s.columns() {
+                    println!(
+                        "{:<38} {:<26} {:<12} {:<8} {}",
+                        c.name,
+                        c.ty.arrow().to_string(),
+                        c.level,
+                        if c.nullable { "null" } else { "not null" },
+                        c.allowed.join(", ")
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Formats => {
+            for f in formats::all()? {
+                println!(
+                    "{:<12} provider {:<6} detect: {}   ({})",
+                    f.name,
+                    f.provider,
+                    f.detect.join(", "),
+                    f.sql_path
+                );
+            }
+            Ok(exit::OK)
+        }
+    }
+}

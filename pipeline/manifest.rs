@@ -1,0 +1,171 @@
+//! The run manifest: what an auditor reproduces a run from.
+//!
+//! One JSON document per run, written after the tables are committed (a failed run writes one
+//! too, with `status: "failed"` and no table versions). Amounts are decimal strings, exact.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// The whole manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// Format version of this document.
+    pub manifest_version: u32,
+    /// Unique id of the run (UTC start time + random suffix).
+    pub run_id: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    /// Why the run failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// End, RFC 3339 UTC.
+    pub finished_at: String,
+    /// tally's version and the git revision it was built from.
+    pub tally: ToolInfo,
+    /// The job.
+    pub job: JobInfo,
+    /// SHA-256 of every SQL and schema file used, by path.
+    pub resources: BTreeMap<String, String>,
+    /// Every input file.
+    pub inputs: Vec<Input>,
+    /// Every table written.
+    pub tables: BTreeMap<String, TableInfo>,
+    /// Quarantined rows by rule id.
+    pub quarantined_by_rule: BTreeMap<String, u64>,
+    /// Rule violations kept as warnings (rows written), by rule id.
+    pub warnings_by_rule: BTreeMap<String, u64>,
+    /// Per billing period and currency: source total vs written + quarantined.
+    pub reconciliation: Vec<Reconciliation>,
+    /// Totals over all inputs.
+    pub totals: Totals,
+}
+
+/// Build information.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolInfo {
+    /// Cargo package version.
+    pub version: String,
+    /// `git rev-parse HEAD` at build time (`unknown` outside a checkout).
+    pub git_revision: String,
+    /// FOCUS version of the main table.
+    pub focus_version: String,
+}
+
+/// The job that ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobInfo {
+    /// Name from the job file.
+    pub name: String,
+    /// Path of the job file (or `<command line>`).
+    pub path: String,
+    /// SHA-256 of the job file's bytes.
+    pub sha256: String,
+}
+
+/// One input file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Input {
+    /// Source name from the job.
+    pub source: String,
+    /// URL.
+    pub url: String,
+    /// Format used.
+    pub format: String,
+    /// Whether the format was detected from the header.
+    pub format_detected: bool,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, when the store gives one.
+    pub e_tag: Option<String>,
+    /// Last modified.
+    pub last_modified: String,
+    /// SHA-256 of the bytes read.
+    pub sha256: String,
+    /// The `x_IngestionRunId` its rows carry.
+    pub ingestion_id: String,
+    /// Rows read.
+    pub rows_read: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows quarantined.
+    pub rows_quarantined: u64,
+    /// Rows folded by the mapping into other rows, by reason.
+    pub rows_folded: BTreeMap<String, u64>,
+    /// Columns of the file that the mapping does not read.
+    pub ignored_columns: Vec<String>,
+}
+
+/// One table written by the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    /// Table URL.
+    pub url: String,
+    /// Delta version after this run's commit (read it back "as of" this version).
+    pub version: Option<u64>,
+    /// Partitions this run replaced.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// One replaced partition.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionInfo {
+    /// Provider slug.
+    pub provider: String,
+    /// Billing account.
+    pub billing_account: String,
+    /// Billing period `YYYY-MM`.
+    pub billing_period: String,
+    /// Rows now in the partition.
+    pub rows: u64,
+    /// Data files now in the partition.
+    pub files: u64,
+    /// SHA-256 over the partition's rows in order (Arrow row format): equal across reruns of
+    /// the same inputs.
+    pub content_sha256: String,
+}
+
+/// One reconciliation line.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Reconciliation {
+    /// BillingPeriodStart, RFC 3339.
+    pub billing_period_start: String,
+    /// Currency.
+    pub currency: String,
+    /// Σ of the source's own cost column (e.g. `lineItem/UnblendedCost`).
+    pub source_total: String,
+    /// Σ BilledCost written.
+    pub billed_cost_written: String,
+    /// Σ amounts of quarantined rows.
+    pub quarantined: String,
+    /// source_total − billed_cost_written − quarantined.
+    pub difference: String,
+    /// `match` or `mismatch`.
+    pub status: String,
+}
+
+/// Totals over the run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Totals {
+    /// Files read.
+    pub files: u64,
+    /// Rows read.
+    pub rows_read: u64,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows quarantined.
+    pub rows_quarantined: u64,
+    /// Rows folded.
+    pub rows_folded: u64,
+    /// Rows whose source amount could not be parsed (quarantined; not in the source total).
+    pub unparseable_source_amounts: u64,
+}
+
+impl Manifest {
+    /// Pretty JSON, keys in a stable order.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("manifest serializes")
+    }
+}

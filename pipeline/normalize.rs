@@ -1,0 +1,576 @@
+//! One export file → checked FOCUS rows, quarantined rows and the numbers that prove it.
+//!
+//! The file is streamed: a reader task turns it into typed raw batches (see [`crate::source`]),
+//! DataFusion runs the format's `sql/normalize/<format>.sql` over them as the table `raw`, a
+//! generated projection casts the result to the FOCUS 1.4 schema and evaluates every row rule,
+//! and this module splits each output batch into rows to write, rows to quarantine and rows the
+//! mapping folded away (e.g. AWS SavingsPlanNegation), keeping the reconciliation sums as it goes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Decimal128Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::error::{Result, TallyError};
+use crate::formats::Format;
+use crate::job::Severity;
+use crate::quarantine::QuarantineRow;
+use crate::schema::{FocusSchema, sql_str};
+use crate::source::layout::Adapter;
+use crate::source::read::{self, FileDigest};
+use crate::source::typing::{SourceTally, TotalKey, Typer};
+use crate::storage::{DiscoveredFile, FileKind, Location};
+use crate::{timestamp, udf};
+
+/// Column a mapping sets (non-null) on rows it folds into another row instead of writing.
+pub const FOLD_COLUMN: &str = "x__fold";
+
+/// A partition of the cost table: (provider, billing account, billing period `YYYY-MM`).
+pub type PartitionKey = (String, String, String);
+
+/// Everything processing one file produced.
+#[derive(Debug)]
+pub struct FileOutcome {
+    /// The file.
+    pub file: DiscoveredFile,
+    /// Format used.
+    pub format: String,
+    /// Whether the format was detected (rather than named by the job).
+    pub detected: bool,
+    /// SHA-256 and size.
+    pub digest: FileDigest,
+    /// Ingestion id written to `x_IngestionRunId`.
+    pub ingestion_id: String,
+    /// Rows read and the source's own totals.
+    pub source: SourceTally,
+    /// Rows to write, in the output schema, in file order.
+    pub batches: Vec<RecordBatch>,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Rows folded by the mapping, by reason.
+    pub folded: BTreeMap<String, u64>,
+    /// Quarantined rows.
+    pub quarantined: Vec<QuarantineRow>,
+    /// Rule violations kept as warnings (rows written), by rule id.
+    pub warnings: BTreeMap<String, u64>,
+    /// Σ BilledCost written, by (billing period start, currency).
+    pub written_totals: BTreeMap<TotalKey, i128>,
+    /// Partitions the written rows fall in.
+    pub partitions: BTreeSet<PartitionKey>,
+}
+
+/// A one-shot partition stream over a channel of typed raw batches.
+struct ChannelPartition {
+    schema: SchemaRef,
+    rx: Mutex<Option<mpsc::Receiver<Result<RecordBatch>>>>,
+}
+
+impl std::fmt::Debug for ChannelPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelPartition")
+    }
+}
+
+impl PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let rx = self.rx.lock().expect("partition").take();
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let item = rx.recv().await?;
+            Some((
+                item.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))),
+                Some(rx),
+            ))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+/// A DataFusion session for mapping SQL: case-sensitive identifiers (FOCUS names are
+/// PascalCase), one partition so rows keep file order (determinism), tally's functions.
+pub fn session() -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_batch_size(read::BATCH_ROWS)
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        );
+    let ctx = SessionContext::new_with_config(config);
+    udf::register(&ctx)?;
+    Ok(ctx)
+}
+
+/// The columns of a file, as the format's layout will name them.
+pub async fn header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
+    match file.kind {
+        FileKind::Parquet => Ok(read::open_parquet(loc, file).await?.0),
+        _ => read::csv_header(loc, file).await,
+    }
+}
+
+/// The SQL that casts a mapping's output to the FOCUS schema and evaluates every row rule.
+fn check_sql(
+    schema: &FocusSchema,
+    mapped: &SchemaRef,
+    format: &Format,
+    file_url: &str,
+    ingestion_id: &str,
+) -> Result<String> {
+    let bad = |m: String| TallyError::Sql {
+        file: format.sql_path.clone(),
+        message: m,
+    };
+    let known: BTreeSet<&str> = schema.columns().map(|c| c.name.as_str()).collect();
+    for f in mapped.fields() {
+        let n = f.name().as_str();
+        if n == FOLD_COLUMN || n == "x_SourceRow" {
+            continue;
+        }
+        if !known.contains(n) {
+            return Err(bad(format!(
+                "outputs column {n:?}, which is neither a FOCUS 1.4 column nor one of tally's x_ columns (schemas/tally_columns.psv); custom columns must start with x_ and be declared"
+            )));
+        }
+        if matches!(
+            f.data_type(),
+            DataType::Float16 | DataType::Float32 | DataType::Float64
+        ) {
+            return Err(bad(format!(
+                "outputs {n} as {}: money and quantities are never floating point",
+                f.data_type()
+            )));
+        }
+        if let DataType::Decimal128(_, s) = f.data_type()
+            && *s > crate::decimal::SCALE
+        {
+            return Err(bad(format!(
+                "outputs {n} with scale {s}; casting to 18 would round (multiply in Rust or divide exactly)"
+            )));
+        }
+    }
+    if mapped.field_with_name("x_SourceRow").is_err() {
+        return Err(bad(
+            "must select x_SourceRow (the record number) so quarantined rows can be traced".into(),
+        ));
+    }
+    let mut proj = Vec::new();
+    for c in schema.columns() {
+        let target = c.ty.arrow();
+        let expr = match c.name.as_str() {
+            "x_SourceProvider" => sql_str(&format.provider),
+            "x_SourceFormat" => sql_str(&format.name),
+            "x_SourceFile" => sql_str(file_url),
+            "x_IngestionRunId" => sql_str(ingestion_id),
+            "x_SourceRow" => "x_SourceRow".into(),
+            "x_BillingPeriod" => "to_char(BillingPeriodStart, '%Y-%m')".into(),
+            name => match mapped.field_with_name(name) {
+                Ok(f) if f.data_type() == &target => name.to_string(),
+                Ok(_) => format!("arrow_cast({name}, {})", sql_str(&target.to_string())),
+                Err(_) => format!("arrow_cast(NULL, {})", sql_str(&target.to_string())),
+            },
+        };
+        proj.push(format!("{expr} AS {}", c.name));
+    }
+    let fold = if mapped.field_with_name(FOLD_COLUMN).is_ok() {
+        format!("arrow_cast({FOLD_COLUMN}, 'Utf8')")
+    } else {
+        "arrow_cast(NULL, 'Utf8')".into()
+    };
+    proj.push(format!("{fold} AS {FOLD_COLUMN}"));
+    let inner = format!("SELECT {} FROM mapped", proj.join(",\n  "));
+    let flags: Vec<String> = schema
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("coalesce(({}), false) AS __rule_{i}", r.sql))
+        .collect();
+    Ok(format!(
+        "SELECT *,\n  {}\nFROM ({inner}) AS o",
+        flags.join(",\n  ")
+    ))
+}
+
+/// Processes one file end to end (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub async fn process_file(
+    schema: &FocusSchema,
+    format: &Format,
+    detected: bool,
+    loc: &Location,
+    file: &DiscoveredFile,
+    names: Vec<String>,
+    ingestion_id: &str,
+    cost_identity: Severity,
+) -> Result<FileOutcome> {
+    let adapter = Adapter::new(format, &names);
+    let text_schema = read::text_schema(&names);
+    let adapted = adapter.apply(&RecordBatch::new_empty(text_schema.clone()));
+    let adapted_names: Vec<String> = adapted
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let typer = Arc::new(Typer::new(format, &adapted_names, &file.url, ingestion_id));
+
+    // Reader → typed batches.
+    let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(4);
+    let state = Arc::new(Mutex::new((
+        SourceTally::default(),
+        Vec::<QuarantineRow>::new(),
+    )));
+    let producer = {
+        let (typer, state, loc, file) = (typer.clone(), state.clone(), loc.clone(), file.clone());
+        let adapter = Arc::new(adapter);
+        tokio::spawn(async move {
+            let mut next_row = 1u64;
+            let mut push = |b: RecordBatch| -> RecordBatch {
+                let adapted = adapter.apply(&b);
+                let mut st = state.lock().expect("state");
+                let (tally, q) = &mut *st;
+                let typed = typer.apply(&adapted, next_row, tally, q);
+                next_row += b.num_rows() as u64;
+                typed
+            };
+            let digest = match file.kind {
+                FileKind::Parquet => {
+                    let (_, mut stream) = read::open_parquet(&loc, &file).await?;
+                    while let Some(b) = stream.next().await {
+                        let b = match b {
+                            Ok(b) => b,
+                            Err(e) => {
+                                let msg = e.to_string();
+                                let _ = tx.send(Err(e)).await;
+                                return Err(TallyError::BadFile {
+                                    file: file.url.clone(),
+                                    message: msg,
+                                });
+                            }
+                        };
+                        if tx.send(Ok(push(b))).await.is_err() {
+                            break;
+                        }
+                    }
+                    read::hash_object(&loc, &file).await?
+                }
+                _ => {
+                    let (mut rx_text, handle) = read::spawn_csv(&loc, &file, text_schema).await?;
+                    while let Some(b) = rx_text.recv().await {
+                        match b {
+                            Ok(b) => {
+                                if tx.send(Ok(push(b))).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                let msg = e.to_string();
+                                let _ = tx.send(Err(e)).await;
+                                return Err(TallyError::BadFile {
+                                    file: file.url.clone(),
+                                    message: msg,
+                                });
+                            }
+                        }
+                    }
+                    handle
+                        .await
+                        .map_err(|e| TallyError::Internal(e.to_string()))??
+                }
+            };
+            Ok::<FileDigest, TallyError>(digest)
+        })
+    };
+
+    let ctx = session()?;
+    let partition = Arc::new(ChannelPartition {
+        schema: typer.schema(),
+        rx: Mutex::new(Some(rx)),
+    });
+    let raw = StreamingTable::try_new(typer.schema(), vec![partition])?;
+    ctx.register_table("raw", Arc::new(raw))?;
+    let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
+        file: format.sql_path.clone(),
+        message: e.to_string(),
+    };
+    let mapping = ctx.sql(&format.sql).await.map_err(sql_err)?;
+    let mapped_schema: SchemaRef = Arc::new(mapping.schema().as_arrow().clone());
+    ctx.register_table("mapped", mapping.into_view())?;
+    let check = check_sql(schema, &mapped_schema, format, &file.url, ingestion_id)?;
+    let df = ctx.sql(&check).await.map_err(|e| TallyError::Sql {
+        file: format!("{} (generated checks)", format.sql_path),
+        message: e.to_string(),
+    })?;
+    let mut stream = df.execute_stream().await.map_err(sql_err)?;
+
+    let out_schema = schema.arrow();
+    let n_out = out_schema.fields().len();
+    let severities: Vec<Severity> = schema
+        .rules
+        .iter()
+        .map(|r| r.effective_severity(cost_identity))
+        .collect();
+    let mut outcome = FileOutcome {
+        file: file.clone(),
+        format: format.name.clone(),
+        detected,
+        digest: FileDigest {
+            sha256: String::new(),
+            bytes: 0,
+        },
+        ingestion_id: ingestion_id.to_string(),
+        source: SourceTally::default(),
+        batches: Vec::new(),
+        rows_written: 0,
+        folded: BTreeMap::new(),
+        quarantined: Vec::new(),
+        warnings: BTreeMap::new(),
+        written_totals: BTreeMap::new(),
+        partitions: BTreeSet::new(),
+    };
+    let mut failure: Option<TallyError> = None;
+    while let Some(b) = stream.next().await {
+        let b = match b {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(match e.find_root() {
+                    datafusion::error::DataFusionError::External(inner) => TallyError::BadFile {
+                        file: file.url.clone(),
+                        message: inner.to_string(),
+                    },
+                    other => TallyError::Sql {
+                        file: format.sql_path.clone(),
+                        message: other.to_string(),
+                    },
+                });
+                break;
+            }
+        };
+        split_batch(schema, &out_schema, n_out, &severities, &b, &mut outcome)?;
+    }
+    drop(stream);
+    let digest = producer
+        .await
+        .map_err(|e| TallyError::Internal(e.to_string()))?;
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    outcome.digest = digest?;
+    let (tally, pre) = std::mem::take(&mut *state.lock().expect("state"));
+    outcome.source = tally;
+    let mut all_q = pre;
+    all_q.append(&mut outcome.quarantined);
+    all_q.sort_by_key(|q| q.row);
+    outcome.quarantined = all_q;
+    Ok(outcome)
+}
+
+fn split_batch(
+    schema: &FocusSchema,
+    out_schema: &SchemaRef,
+    n_out: usize,
+    severities: &[Severity],
+    b: &RecordBatch,
+    outcome: &mut FileOutcome,
+) -> Result<()> {
+    let n = b.num_rows();
+    let fold = b
+        .column(n_out)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("fold column is Utf8");
+    let mut keep = vec![true; n];
+    let mut failed: Vec<Option<usize>> = vec![None; n];
+    for (i, sev) in severities.iter().enumerate() {
+        let flags = b
+            .column(n_out + 1 + i)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .expect("rule flag");
+        for r in 0..n {
+            if !flags.value(r) {
+                match sev {
+                    Severity::Quarantine => {
+                        if failed[r].is_none() {
+                            failed[r] = Some(i);
+                        }
+                    }
+                    Severity::Warn => {
+                        *outcome
+                            .warnings
+                            .entry(schema.rules[i].id.clone())
+                            .or_default() += 1
+                    }
+                }
+            }
+        }
+    }
+    // Rows may still break NOT NULL here (those are quarantined below), so split them under a
+    // nullable copy of the schema and apply the strict one to the rows that stay.
+    let loose = Arc::new(arrow::datatypes::Schema::new(
+        out_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let rows = b.project(&(0..n_out).collect::<Vec<_>>())?;
+    let rows = RecordBatch::try_new(loose, rows.columns().to_vec()).map_err(|e| {
+        TallyError::Internal(format!("checked rows do not match the FOCUS schema: {e}"))
+    })?;
+    let col = |name: &str| -> &ArrayRef {
+        rows.column(out_schema.index_of(name).expect("schema column"))
+    };
+    let billed = col("BilledCost")
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("decimal");
+    let period = col("BillingPeriodStart")
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .expect("ts");
+    let currency = col("BillingCurrency")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    let account = col("BillingAccountId")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    let provider = col("x_SourceProvider")
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8");
+    let source_row = col("x_SourceRow")
+        .as_any()
+        .downcast_ref::<arrow::array::Int64Array>()
+        .expect("i64");
+    let key = |r: usize| -> TotalKey {
+        (
+            if period.is_null(r) {
+                "unknown".into()
+            } else {
+                timestamp::format_micros(period.value(r))
+            },
+            if currency.is_null(r) {
+                "unknown".into()
+            } else {
+                currency.value(r).to_string()
+            },
+        )
+    };
+    let mut q_rows = Vec::new();
+    for r in 0..n {
+        if !fold.is_null(r) {
+            keep[r] = false;
+            *outcome.folded.entry(fold.value(r).to_string()).or_default() += 1;
+        } else if let Some(rule) = failed[r] {
+            keep[r] = false;
+            q_rows.push((r, rule));
+        } else {
+            let amount = if billed.is_null(r) {
+                0
+            } else {
+                billed.value(r)
+            };
+            *outcome.written_totals.entry(key(r)).or_default() += amount;
+            outcome.partitions.insert((
+                provider.value(r).to_string(),
+                account.value(r).to_string(),
+                timestamp::year_month(period.value(r)),
+            ));
+        }
+    }
+    if !q_rows.is_empty() {
+        let idx =
+            arrow::array::UInt32Array::from_iter_values(q_rows.iter().map(|(r, _)| *r as u32));
+        let bad = arrow::compute::take_record_batch(&rows, &idx)?;
+        let records = rows_as_json(&bad)?;
+        for (k, ((r, rule_i), record)) in q_rows.iter().zip(records).enumerate() {
+            let rule = &schema.rules[*rule_i];
+            let value = bad
+                .schema()
+                .index_of(&rule.column)
+                .ok()
+                .and_then(|ci| arrow::util::display::array_value_to_string(bad.column(ci), k).ok())
+                .filter(|v| !v.is_empty());
+            let (ps, cur) = key(*r);
+            outcome.quarantined.push(QuarantineRow {
+                provider: provider.value(*r).to_string(),
+                format: outcome.format.clone(),
+                file: outcome.file.url.clone(),
+                row: source_row.value(*r) as u64,
+                column: rule.column.clone(),
+                rule: rule.id.clone(),
+                reason: rule.reason.clone(),
+                value,
+                record,
+                account: if account.is_null(*r) {
+                    "unknown".into()
+                } else {
+                    account.value(*r).to_string()
+                },
+                period: if period.is_null(*r) {
+                    "unknown".into()
+                } else {
+                    timestamp::year_month(period.value(*r))
+                },
+                period_start: ps,
+                currency: cur,
+                amount: (!billed.is_null(*r)).then(|| billed.value(*r)),
+                ingestion_id: outcome.ingestion_id.clone(),
+            });
+        }
+    }
+    let good = if keep.iter().all(|k| *k) {
+        rows
+    } else {
+        arrow::compute::filter_record_batch(&rows, &BooleanArray::from(keep))?
+    };
+    let good = RecordBatch::try_new(out_schema.clone(), good.columns().to_vec()).map_err(|e| {
+        TallyError::Internal(format!(
+            "a row passed every rule yet breaks the FOCUS schema: {e}"
+        ))
+    })?;
+    outcome.rows_written += good.num_rows() as u64;
+    if good.num_rows() > 0 {
+        outcome.batches.push(good);
+    }
+    Ok(())
+}
+
+/// Rows as JSON objects (nulls omitted), for quarantine records.
+fn rows_as_json(b: &RecordBatch) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(b.num_rows());
+    for r in 0..b.num_rows() {
+        let mut m = serde_json::Map::new();
+        for (i, f) in b.schema().fields().iter().enumerate() {
+            let c = b.column(i);
+            if c.is_null(r) {
+                continue;
+            }
+            let v = arrow::util::display::array_value_to_string(c, r)?;
+            m.insert(f.name().clone(), v.into());
+        }
+        out.push(serde_json::Value::Object(m).to_string());
+    }
+    Ok(out)
+}

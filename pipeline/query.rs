@@ -1,0 +1,129 @@
+//! `tally query`: DataFusion SQL over the output tables, registered by name.
+
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+use crate::error::{Result, TallyError};
+use crate::table::{self, names};
+use crate::{normalize, storage};
+
+/// Output formats for query results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// JSON lines.
+    Json,
+    /// Parquet (needs `--out`).
+    Parquet,
+}
+
+/// A session with every table under `root` registered: `cost_and_usage`,
+/// `cost_and_usage_1_2` and `quarantine`, optionally as of a table version.
+pub async fn session_for(root: &str, version: Option<u64>) -> Result<SessionContext> {
+    let ctx = normalize::session()?;
+    let mut any = false;
+    for name in [
+        names::COST_AND_USAGE,
+        names::COST_AND_USAGE_1_2,
+        names::QUARANTINE,
+    ] {
+        let url = table::table_url(root, name)?;
+        let v = if name == names::COST_AND_USAGE {
+            version
+        } else {
+            None
+        };
+        if table::register(&ctx, name, &url, v).await.unwrap_or(false) {
+            any = true;
+        }
+    }
+    if !any {
+        return Err(TallyError::Usage(format!(
+            "no tally tables under {root}; run a job first"
+        )));
+    }
+    Ok(ctx)
+}
+
+/// Runs a query and returns its batches.
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| TallyError::Usage(format!("query: {e}")))?;
+    Ok(df.collect().await?)
+}
+
+/// Writes batches in the chosen format to `out` (a path or URL) or stdout.
+pub async fn write(batches: &[RecordBatch], format: OutputFormat, out: Option<&str>) -> Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
+    match format {
+        OutputFormat::Table => {
+            buf.extend(
+                arrow::util::pretty::pretty_format_batches(batches)?
+                    .to_string()
+                    .into_bytes(),
+            );
+            buf.push(b'\n');
+        }
+        OutputFormat::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut buf);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        OutputFormat::Parquet => {
+            let Some(first) = batches.first() else {
+                return Err(TallyError::Usage(
+                    "the query returned no batches to write".into(),
+                ));
+            };
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)
+                .map_err(|e| TallyError::Internal(e.to_string()))?;
+            for b in batches {
+                w.write(b)
+                    .map_err(|e| TallyError::Internal(e.to_string()))?;
+            }
+            w.close().map_err(|e| TallyError::Internal(e.to_string()))?;
+        }
+    }
+    match out {
+        None if format == OutputFormat::Parquet => {
+            Err(TallyError::Usage("--format parquet needs --out".into()))
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&buf)
+                .map_err(|e| TallyError::Io {
+                    path: "stdout".into(),
+                    source: e,
+                })
+        }
+        Some(dest) => {
+            let url = crate::job::resolve_url(dest, &std::env::current_dir().unwrap_or_default());
+            let loc = storage::open(&url)?;
+            object_store::ObjectStoreExt::put(loc.store.as_ref(), &loc.path, buf.into())
+                .await
+                .map_err(|e| loc.err("put", &loc.path, e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Keeps the type in one place for callers that hold a session.
+pub type Session = Arc<SessionContext>;

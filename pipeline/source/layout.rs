@@ -1,0 +1,249 @@
+//! Layout adapters: bring a provider's raw columns into the one shape its SQL expects.
+//!
+//! Only the AWS CUR needs one. Its three layouts differ in spelling, not meaning:
+//! legacy CSV `lineItem/UnblendedCost`, Athena/Parquet `line_item_unblended_cost` (ARN as
+//! `a_r_n`) and CUR 2.0 (snake_case plus `product` and `resource_tags` maps).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use crate::formats::{Format, Layout};
+
+/// The column name a raw column has after the layout adapter.
+pub fn canonical_name(layout: Layout, name: &str) -> String {
+    match layout {
+        Layout::Plain => name.to_string(),
+        Layout::AwsCur => aws_snake_case(name),
+    }
+}
+
+/// `lineItem/UnblendedCost` → `line_item_unblended_cost`; `reservation/ReservationARN` →
+/// `reservation_reservation_a_r_n` (the Athena spelling). Names already in snake_case are kept.
+pub fn aws_snake_case(name: &str) -> String {
+    if !name.contains('/') {
+        return name.to_string();
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    let mut prev_sep = true;
+    for c in name.chars() {
+        if c == '/' {
+            out.push('_');
+            prev_sep = true;
+        } else if c.is_ascii_uppercase() {
+            if !prev_sep {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+            prev_sep = false;
+        } else {
+            out.push(c);
+            prev_sep = false;
+        }
+    }
+    out
+}
+
+/// How one source column feeds the AWS `tags` JSON.
+#[derive(Debug, Clone)]
+enum TagSource {
+    /// A single tag per column (`resourceTags/user:Env`, `resource_tags_user_env`); the tag key.
+    Column(String),
+    /// A JSON object of tags (CUR 2.0 `resource_tags`).
+    Map,
+}
+
+/// FOCUS tag key for an AWS tag key: user tags lose their `user` prefix, AWS-generated
+/// tags keep theirs as `aws:`.
+fn aws_tag_key(raw: &str) -> String {
+    for p in ["user:", "user_"] {
+        if let Some(k) = raw.strip_prefix(p) {
+            return k.to_string();
+        }
+    }
+    for p in ["aws:", "aws_"] {
+        if let Some(k) = raw.strip_prefix(p) {
+            return format!("aws:{k}");
+        }
+    }
+    raw.to_string()
+}
+
+/// A prepared adapter for one file's header.
+pub struct Adapter {
+    layout: Layout,
+    renamed: Vec<String>,
+    tag_sources: Vec<(usize, TagSource)>,
+    product_map: Option<usize>,
+    product_fill: Vec<(String, String)>, // (column, map key) missing as columns, taken from the map
+}
+
+impl Adapter {
+    /// Plans the adaptation of a file with these (original) column names for a format.
+    pub fn new(format: &Format, names: &[String]) -> Adapter {
+        let renamed: Vec<String> = names
+            .iter()
+            .map(|n| canonical_name(format.layout, n))
+            .collect();
+        let mut tag_sources = Vec::new();
+        let mut product_map = None;
+        let mut product_fill = Vec::new();
+        if format.layout == Layout::AwsCur {
+            for (i, (orig, canon)) in names.iter().zip(&renamed).enumerate() {
+                if let Some(k) = orig.strip_prefix("resourceTags/") {
+                    tag_sources.push((i, TagSource::Column(aws_tag_key(k))));
+                } else if canon == "resource_tags" {
+                    tag_sources.push((i, TagSource::Map));
+                } else if let Some(k) = canon.strip_prefix("resource_tags_") {
+                    tag_sources.push((i, TagSource::Column(aws_tag_key(k))));
+                } else if canon == "product" {
+                    product_map = Some(i);
+                }
+            }
+            if product_map.is_some() {
+                for c in format.declared_columns() {
+                    if let Some(key) = c.strip_prefix("product_")
+                        && !renamed.contains(c)
+                    {
+                        product_fill.push((c.clone(), key.to_string()));
+                    }
+                }
+            }
+        }
+        Adapter {
+            layout: format.layout,
+            renamed,
+            tag_sources,
+            product_map,
+            product_fill,
+        }
+    }
+
+    /// Column names after adaptation, before derived columns are added.
+    pub fn names(&self) -> &[String] {
+        &self.renamed
+    }
+
+    /// Applies the adapter to one all-text batch.
+    pub fn apply(&self, batch: &RecordBatch) -> RecordBatch {
+        let mut fields: Vec<Field> = self
+            .renamed
+            .iter()
+            .map(|n| Field::new(n, DataType::Utf8, true))
+            .collect();
+        let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        if self.layout == Layout::AwsCur {
+            if !self.tag_sources.is_empty() && !self.renamed.iter().any(|n| n == "tags") {
+                fields.push(Field::new("tags", DataType::Utf8, true));
+                cols.push(Arc::new(self.fold_tags(batch)));
+            }
+            if let Some(pm) = self.product_map {
+                let map = batch
+                    .column(pm)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("text");
+                for (col, key) in &self.product_fill {
+                    let mut b = StringBuilder::with_capacity(map.len(), map.len() * 8);
+                    for r in 0..map.len() {
+                        let v = (!map.is_null(r))
+                            .then(|| serde_json::from_str::<serde_json::Value>(map.value(r)).ok())
+                            .flatten()
+                            .and_then(|v| v.get(key).and_then(json_scalar_text));
+                        b.append_option(v.filter(|s| !s.is_empty()));
+                    }
+                    fields.push(Field::new(col, DataType::Utf8, true));
+                    cols.push(Arc::new(b.finish()));
+                }
+            }
+        }
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        RecordBatch::try_new(schema, cols).expect("adapter keeps row counts")
+    }
+
+    fn fold_tags(&self, batch: &RecordBatch) -> StringArray {
+        let n = batch.num_rows();
+        let mut b = StringBuilder::with_capacity(n, n * 16);
+        for r in 0..n {
+            let mut tags: BTreeMap<String, String> = BTreeMap::new();
+            for (i, src) in &self.tag_sources {
+                let col = batch
+                    .column(*i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("text");
+                if col.is_null(r) || col.value(r).is_empty() {
+                    continue;
+                }
+                match src {
+                    TagSource::Column(key) => {
+                        tags.insert(key.clone(), col.value(r).to_string());
+                    }
+                    TagSource::Map => {
+                        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(col.value(r))
+                        {
+                            for (k, v) in m {
+                                if let Some(v) = json_scalar_text(&v).filter(|v| !v.is_empty()) {
+                                    tags.insert(aws_tag_key(&k), v);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if tags.is_empty() {
+                b.append_null();
+            } else {
+                b.append_value(serde_json::to_string(&tags).expect("tags serialize"));
+            }
+        }
+        b.finish()
+    }
+}
+
+fn json_scalar_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_cur_names_become_athena_names() {
+        assert_eq!(
+            aws_snake_case("lineItem/UnblendedCost"),
+            "line_item_unblended_cost"
+        );
+        assert_eq!(
+            aws_snake_case("reservation/ReservationARN"),
+            "reservation_reservation_a_r_n"
+        );
+        assert_eq!(
+            aws_snake_case("savingsPlan/SavingsPlanARN"),
+            "savings_plan_savings_plan_a_r_n"
+        );
+        assert_eq!(aws_snake_case("product/servicecode"), "product_servicecode");
+        assert_eq!(
+            aws_snake_case("pricing/publicOnDemandCost"),
+            "pricing_public_on_demand_cost"
+        );
+        assert_eq!(
+            aws_snake_case("line_item_unblended_cost"),
+            "line_item_unblended_cost"
+        );
+    }
+
+    #[test]
+    fn tag_keys_follow_focus() {
+        assert_eq!(aws_tag_key("user:CostCenter"), "CostCenter");
+        assert_eq!(aws_tag_key("user_team"), "team");
+        assert_eq!(aws_tag_key("aws:createdBy"), "aws:createdBy");
+    }
+}

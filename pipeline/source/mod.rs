@@ -1,0 +1,5 @@
+//! Reading exports: discovery is in [`crate::storage`]; here files become typed raw batches.
+
+pub mod layout;
+pub mod read;
+pub mod typing;

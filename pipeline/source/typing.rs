@@ -1,0 +1,299 @@
+//! Typing: all-text source columns → the typed raw table a mapping SQL runs over.
+//!
+//! Columns the format declares `@decimal` are parsed exactly into Decimal128(38,18) and
+//! `@timestamp` columns into UTC microseconds; a value that does not parse sends its row to
+//! quarantine (file, row, column, reason, whole record) instead of failing the run or being
+//! guessed. Empty strings and the format's `@null_values` become NULL. Columns the SQL uses
+//! but the file lacks are added as NULL, so exports with fewer optional columns still map.
+//! The source's own cost total is summed here, before any mapping, for the reconciliation.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Decimal128Builder, Int64Array, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::decimal;
+use crate::formats::Format;
+use crate::quarantine::QuarantineRow;
+use crate::timestamp;
+
+/// Name of the record-number column every raw table carries.
+pub const SOURCE_ROW: &str = "x_SourceRow";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    Decimal,
+    Timestamp,
+}
+
+/// Reconciliation key: (billing period start RFC 3339, currency).
+pub type TotalKey = (String, String);
+
+/// Per-file facts gathered while typing.
+#[derive(Debug, Default, Clone)]
+pub struct SourceTally {
+    /// Rows read.
+    pub rows: u64,
+    /// The source's own total of its cost column, per billing period and currency.
+    pub totals: BTreeMap<TotalKey, i128>,
+    /// Rows whose source cost could not be parsed (they are quarantined).
+    pub unparseable_amounts: u64,
+}
+
+/// The typing plan for one file.
+pub struct Typer {
+    plan: Vec<(String, Kind, Option<usize>)>,
+    null_values: Vec<String>,
+    names: Vec<String>,
+    schema: SchemaRef,
+    total: Option<usize>,
+    currency: Option<usize>,
+    period: Option<usize>,
+    account: Option<usize>,
+    provider: String,
+    format: String,
+    file: String,
+    ingestion_id: String,
+}
+
+/// The Arrow type tally gives every timestamp.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+impl Typer {
+    /// Plans typing for a file whose (adapted) columns are `names`.
+    pub fn new(format: &Format, names: &[String], file: &str, ingestion_id: &str) -> Typer {
+        let idx = |c: &str| names.iter().position(|n| n == c);
+        let mut plan = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (list, kind) in [
+            (&format.text, Kind::Text),
+            (&format.decimal, Kind::Decimal),
+            (&format.timestamp, Kind::Timestamp),
+        ] {
+            for c in list {
+                if seen.insert(c.clone()) {
+                    plan.push((c.clone(), kind, idx(c)));
+                }
+            }
+        }
+        let mut fields: Vec<Field> = plan
+            .iter()
+            .map(|(n, k, _)| {
+                let t = match k {
+                    Kind::Text => DataType::Utf8,
+                    Kind::Decimal => decimal::data_type(),
+                    Kind::Timestamp => timestamp_type(),
+                };
+                Field::new(n, t, true)
+            })
+            .collect();
+        fields.push(Field::new(SOURCE_ROW, DataType::Int64, false));
+        Typer {
+            null_values: format.null_values.clone(),
+            names: names.to_vec(),
+            schema: Arc::new(Schema::new(fields)),
+            total: idx(&format.source_total),
+            currency: idx(&format.source_currency),
+            period: idx(&format.source_period),
+            account: idx(&format.source_account),
+            provider: format.provider.clone(),
+            format: format.name.clone(),
+            file: file.to_string(),
+            ingestion_id: ingestion_id.to_string(),
+            plan,
+        }
+    }
+
+    /// Schema of the typed raw table.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn text<'a>(&self, col: &'a StringArray, r: usize) -> Option<&'a str> {
+        if col.is_null(r) {
+            return None;
+        }
+        let v = col.value(r);
+        if v.is_empty() || self.null_values.iter().any(|n| n == v) {
+            None
+        } else {
+            Some(v)
+        }
+    }
+
+    /// Types one batch; `first_row` is the 1-based record number of its first row.
+    pub fn apply(
+        &self,
+        batch: &RecordBatch,
+        first_row: u64,
+        tally: &mut SourceTally,
+        quarantine: &mut Vec<QuarantineRow>,
+    ) -> RecordBatch {
+        let n = batch.num_rows();
+        let text_col = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("text batch")
+        };
+        let mut ok = vec![true; n];
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.plan.len() + 1);
+        let mut problems: Vec<(usize, String, String, String)> = Vec::new(); // row, column, reason, value
+        for (name, kind, src) in &self.plan {
+            let col = src.map(text_col);
+            match kind {
+                Kind::Text => {
+                    let mut b = StringBuilder::with_capacity(n, n * 8);
+                    for r in 0..n {
+                        b.append_option(col.and_then(|c| self.text(c, r)));
+                    }
+                    cols.push(Arc::new(b.finish()));
+                }
+                Kind::Decimal => {
+                    let mut b = Decimal128Builder::with_capacity(n);
+                    for r in 0..n {
+                        match col.and_then(|c| self.text(c, r)) {
+                            None => b.append_null(),
+                            Some(t) => match decimal::parse(t) {
+                                Ok(v) => b.append_value(v),
+                                Err(e) => {
+                                    ok[r] = false;
+                                    problems.push((r, name.clone(), e, t.to_string()));
+                                    b.append_null();
+                                }
+                            },
+                        }
+                    }
+                    let a = b
+                        .finish()
+                        .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
+                        .expect("type");
+                    cols.push(Arc::new(a));
+                }
+                Kind::Timestamp => {
+                    let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                    for r in 0..n {
+                        match col.and_then(|c| self.text(c, r)) {
+                            None => b.append_null(),
+                            Some(t) => match timestamp::parse_micros(t) {
+                                Ok(v) => b.append_value(v),
+                                Err(e) => {
+                                    ok[r] = false;
+                                    problems.push((r, name.clone(), e, t.to_string()));
+                                    b.append_null();
+                                }
+                            },
+                        }
+                    }
+                    cols.push(Arc::new(b.finish()));
+                }
+            }
+        }
+        cols.push(Arc::new(Int64Array::from_iter_values(
+            (0..n as i64).map(|r| first_row as i64 + r),
+        )));
+
+        // The source's own totals, over every row (quarantined or not).
+        let mut keys: Vec<(TotalKey, Option<i128>)> = Vec::with_capacity(n);
+        for r in 0..n {
+            let amount = self
+                .total
+                .and_then(|i| self.text(text_col(i), r))
+                .and_then(|t| decimal::parse(t).ok());
+            let period = self
+                .period
+                .and_then(|i| self.text(text_col(i), r))
+                .and_then(|t| timestamp::parse_micros(t).ok())
+                .map(timestamp::format_micros)
+                .unwrap_or_else(|| "unknown".into());
+            let currency = self
+                .currency
+                .and_then(|i| self.text(text_col(i), r))
+                .unwrap_or("unknown")
+                .to_string();
+            let key = (period, currency);
+            match amount {
+                Some(a) => *tally.totals.entry(key.clone()).or_default() += a,
+                None if self.total.and_then(|i| self.text(text_col(i), r)).is_some() => {
+                    tally.unparseable_amounts += 1
+                }
+                None => {}
+            }
+            keys.push((key, amount));
+        }
+        tally.rows += n as u64;
+
+        problems.sort_by_key(|p| p.0);
+        let mut last = usize::MAX;
+        for (r, column, reason, value) in problems {
+            if r == last {
+                continue; // one quarantine record per row: its first bad value
+            }
+            last = r;
+            let (key, amount) = &keys[r];
+            let account = self
+                .account
+                .and_then(|i| self.text(text_col(i), r))
+                .unwrap_or("unknown")
+                .to_string();
+            let period = if key.0 == "unknown" {
+                "unknown".to_string()
+            } else {
+                key.0[..7].to_string()
+            };
+            quarantine.push(QuarantineRow {
+                provider: self.provider.clone(),
+                format: self.format.clone(),
+                file: self.file.clone(),
+                row: first_row + r as u64,
+                rule: if reason.starts_with("not a timestamp") {
+                    "parse-timestamp"
+                } else {
+                    "parse-decimal"
+                }
+                .into(),
+                column,
+                reason,
+                value: Some(value),
+                record: self.record_json(batch, r),
+                account,
+                period,
+                period_start: key.0.clone(),
+                currency: key.1.clone(),
+                amount: *amount,
+                ingestion_id: self.ingestion_id.clone(),
+            });
+        }
+
+        let out = RecordBatch::try_new(self.schema.clone(), cols)
+            .expect("typed batch matches its schema");
+        if ok.iter().all(|k| *k) {
+            out
+        } else {
+            arrow::compute::filter_record_batch(&out, &BooleanArray::from(ok)).expect("filter")
+        }
+    }
+
+    fn record_json(&self, batch: &RecordBatch, r: usize) -> String {
+        let mut m = serde_json::Map::new();
+        for (i, name) in self.names.iter().enumerate() {
+            let c = batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("text");
+            if !c.is_null(r) && !c.value(r).is_empty() {
+                m.insert(name.clone(), c.value(r).into());
+            }
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+}

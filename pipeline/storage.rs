@@ -1,0 +1,226 @@
+//! Object stores from URLs, and discovery of export files under a URL.
+//!
+//! `file://`, `s3://`, `gs://` and `az://` (also `abfss://`) go through `object_store`.
+//! Credentials come from the environment and the providers' standard variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, `GOOGLE_APPLICATION_CREDENTIALS`,
+//! `AZURE_STORAGE_ACCOUNT_NAME`, ...), never from the job file, and are never logged.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use url::Url;
+
+use crate::error::{Result, TallyError};
+
+/// An object store with the location a URL points at inside it.
+#[derive(Clone)]
+pub struct Location {
+    /// The store, rooted at the bucket/container (or the file-system root).
+    pub store: Arc<dyn ObjectStore>,
+    /// `scheme://bucket` (or `file://`), for messages and for DataFusion registration.
+    pub store_url: String,
+    /// The path inside the store.
+    pub path: Path,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.store_url, self.path)
+    }
+}
+
+impl Location {
+    /// The full URL of an object inside this store.
+    pub fn url_of(&self, path: &Path) -> String {
+        if self.store_url == "file://" {
+            format!("file:///{path}")
+        } else {
+            format!("{}/{path}", self.store_url)
+        }
+    }
+
+    /// Wraps an object store error with the store and object names.
+    pub fn err(
+        &self,
+        operation: &'static str,
+        object: &Path,
+        source: object_store::Error,
+    ) -> TallyError {
+        TallyError::Storage {
+            store: self.store_url.clone(),
+            operation,
+            object: object.to_string(),
+            source,
+        }
+    }
+}
+
+/// Opens the store a URL points into.
+pub fn open(url: &str) -> Result<Location> {
+    let parsed =
+        Url::parse(url).map_err(|e| TallyError::Usage(format!("{url:?} is not a URL: {e}")))?;
+    let bad = |e: object_store::Error| TallyError::Storage {
+        store: format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or("")),
+        operation: "configure",
+        object: String::new(),
+        source: e,
+    };
+    let (store, store_url, path): (Arc<dyn ObjectStore>, String, Path) = match parsed.scheme() {
+        "file" => {
+            let fs_path = parsed
+                .to_file_path()
+                .map_err(|_| TallyError::Usage(format!("{url:?} is not a local path")))?;
+            let path = Path::from_absolute_path(&fs_path)
+                .map_err(|e| TallyError::Usage(format!("{url}: {e}")))?;
+            (
+                Arc::new(object_store::local::LocalFileSystem::new()),
+                "file://".to_string(),
+                path,
+            )
+        }
+        "s3" | "s3a" => {
+            let s = object_store::aws::AmazonS3Builder::from_env()
+                .with_url(url)
+                .build()
+                .map_err(bad)?;
+            (Arc::new(s), bucket_url(&parsed), url_path(&parsed)?)
+        }
+        "gs" => {
+            let s = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                .with_url(url)
+                .build()
+                .map_err(bad)?;
+            (Arc::new(s), bucket_url(&parsed), url_path(&parsed)?)
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            let s = object_store::azure::MicrosoftAzureBuilder::from_env()
+                .with_url(url)
+                .build()
+                .map_err(bad)?;
+            (Arc::new(s), bucket_url(&parsed), url_path(&parsed)?)
+        }
+        other => {
+            return Err(TallyError::Usage(format!(
+                "{url}: scheme {other}:// is not supported (use file://, s3://, gs:// or az://)"
+            )));
+        }
+    };
+    Ok(Location {
+        store,
+        store_url,
+        path,
+    })
+}
+
+fn bucket_url(u: &Url) -> String {
+    format!("{}://{}", u.scheme(), u.host_str().unwrap_or(""))
+}
+
+fn url_path(u: &Url) -> Result<Path> {
+    Path::from_url_path(u.path()).map_err(|e| TallyError::Usage(format!("{u}: {e}")))
+}
+
+/// What kind of export file an object is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// `.csv`
+    Csv,
+    /// `.csv.gz` / `.gz`
+    CsvGz,
+    /// `.parquet`
+    Parquet,
+}
+
+impl FileKind {
+    /// The kind for a file name, or `None` for files tally does not read (manifests, `.json`, ...).
+    pub fn of(name: &str) -> Option<FileKind> {
+        let n = name.to_ascii_lowercase();
+        if n.ends_with(".csv") {
+            Some(FileKind::Csv)
+        } else if n.ends_with(".csv.gz") || n.ends_with(".gz") {
+            Some(FileKind::CsvGz)
+        } else if n.ends_with(".parquet") || n.ends_with(".snappy.parquet") {
+            Some(FileKind::Parquet)
+        } else {
+            None
+        }
+    }
+}
+
+/// One export file found under a source URL.
+#[derive(Debug, Clone)]
+pub struct DiscoveredFile {
+    /// Full URL.
+    pub url: String,
+    /// Path inside the store.
+    pub path: Path,
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag, when the store gives one.
+    pub e_tag: Option<String>,
+    /// Last modified, RFC 3339.
+    pub last_modified: String,
+    /// CSV, CSV.gz or Parquet.
+    pub kind: FileKind,
+}
+
+/// Lists the export files at a URL: the object itself if it is one, else every readable file
+/// below it (recursively), sorted by path so runs are deterministic.
+pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
+    let to_file = |m: object_store::ObjectMeta| -> Option<DiscoveredFile> {
+        let kind = FileKind::of(m.location.filename()?)?;
+        Some(DiscoveredFile {
+            url: loc.url_of(&m.location),
+            size: m.size,
+            e_tag: m.e_tag.clone(),
+            last_modified: m.last_modified.to_rfc3339(),
+            path: m.location,
+            kind,
+        })
+    };
+    if let Ok(meta) = loc.store.head(&loc.path).await {
+        return Ok(to_file(meta).into_iter().collect());
+    }
+    let metas: Vec<object_store::ObjectMeta> = loc
+        .store
+        .list(Some(&loc.path))
+        .try_collect()
+        .await
+        .map_err(|e| loc.err("list", &loc.path, e))?;
+    let mut files: Vec<DiscoveredFile> = metas
+        .into_iter()
+        .filter(|m| {
+            !m.location
+                .parts()
+                .any(|p| p.as_ref().starts_with('_') || p.as_ref().starts_with('.'))
+        })
+        .filter_map(to_file)
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_kinds_by_name() {
+        assert_eq!(FileKind::of("cur-00001.csv.gz"), Some(FileKind::CsvGz));
+        assert_eq!(FileKind::of("x.CSV"), Some(FileKind::Csv));
+        assert_eq!(
+            FileKind::of("part-0.snappy.parquet"),
+            Some(FileKind::Parquet)
+        );
+        assert_eq!(FileKind::of("Manifest.json"), None);
+    }
+
+    #[test]
+    fn unsupported_scheme_is_a_usage_error() {
+        let e = open("ftp://host/x").unwrap_err();
+        assert!(e.to_string().contains("ftp://"), "{e}");
+    }
+}

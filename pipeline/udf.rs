@@ -1,0 +1,184 @@
+//! DataFusion functions the SQL files and row rules call.
+//!
+//! | function | returns |
+//! |---|---|
+//! | `tally_identity_holds(cost, price, quantity)` | whether cost = price × quantity within the precision the provider printed (see [`crate::decimal::identity_holds`]) |
+//! | `tally_is_kv_json(text)` | whether text is a flat JSON object: unique keys, scalar values |
+//! | `tally_is_json_object(text)` | whether text is a JSON object |
+//! | `tally_subcategory_parent(subcategory)` | the FOCUS ServiceCategory a ServiceSubcategory belongs to |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Decimal128Array, StringArray, StringBuilder};
+use arrow::datatypes::DataType;
+use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+
+use crate::decimal;
+use crate::error::Result;
+use crate::resources;
+
+fn arrays(args: &[ColumnarValue]) -> datafusion::error::Result<Vec<ArrayRef>> {
+    let n = args
+        .iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            _ => None,
+        })
+        .unwrap_or(1);
+    args.iter().map(|a| a.clone().into_array(n)).collect()
+}
+
+fn as_dec(a: &ArrayRef) -> datafusion::error::Result<Decimal128Array> {
+    let c = arrow::compute::cast(a, &decimal::data_type())?;
+    Ok(c.as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("decimal")
+        .clone())
+}
+
+fn as_str(a: &ArrayRef) -> datafusion::error::Result<StringArray> {
+    let c = arrow::compute::cast(a, &DataType::Utf8)?;
+    Ok(c.as_any()
+        .downcast_ref::<StringArray>()
+        .expect("utf8")
+        .clone())
+}
+
+/// Whether text is a flat JSON object with unique keys and scalar values (FOCUS KeyValueFormat).
+pub fn is_kv_json(text: &str) -> bool {
+    // serde_json keeps the last of duplicate keys, so count keys with a raw pass as well.
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => {
+            m.values().all(|v| !v.is_object() && !v.is_array())
+                && count_top_level_keys(text) == Some(m.len())
+        }
+        _ => false,
+    }
+}
+
+fn count_top_level_keys(text: &str) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct Keys(#[serde(deserialize_with = "count_keys")] usize);
+    fn count_keys<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = usize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> std::result::Result<usize, A::Error> {
+                let mut n = 0;
+                while m
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        d.deserialize_map(V)
+    }
+    serde_json::from_str::<Keys>(text).ok().map(|k| k.0)
+}
+
+/// Loads `schemas/focus_1_4_service_subcategories.psv` into subcategory → category.
+pub fn subcategory_parents() -> Result<HashMap<String, String>> {
+    let text = resources::load("schemas/focus_1_4_service_subcategories.psv")?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once('|'))
+        .map(|(s, c)| (s.to_string(), c.to_string()))
+        .collect())
+}
+
+/// Registers every tally function in a session.
+pub fn register(ctx: &SessionContext) -> Result<()> {
+    let d = decimal::data_type();
+    ctx.register_udf(create_udf(
+        "tally_identity_holds",
+        vec![d.clone(), d.clone(), d],
+        DataType::Boolean,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let (c, p, q) = (as_dec(&a[0])?, as_dec(&a[1])?, as_dec(&a[2])?);
+            let out: BooleanArray = (0..c.len())
+                .map(|i| {
+                    if c.is_null(i) || p.is_null(i) || q.is_null(i) {
+                        None
+                    } else {
+                        Some(decimal::identity_holds(c.value(i), p.value(i), q.value(i)))
+                    }
+                })
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ));
+    for (name, f) in [
+        ("tally_is_kv_json", is_kv_json as fn(&str) -> bool),
+        ("tally_is_json_object", |t: &str| {
+            matches!(
+                serde_json::from_str::<serde_json::Value>(t),
+                Ok(serde_json::Value::Object(_))
+            )
+        }),
+    ] {
+        ctx.register_udf(create_udf(
+            name,
+            vec![DataType::Utf8],
+            DataType::Boolean,
+            Volatility::Immutable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let s = as_str(&arrays(args)?[0])?;
+                let out: BooleanArray = s.iter().map(|v| v.map(f)).collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        ));
+    }
+    let parents = Arc::new(subcategory_parents()?);
+    ctx.register_udf(create_udf(
+        "tally_subcategory_parent",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let s = as_str(&arrays(args)?[0])?;
+            let mut b = StringBuilder::new();
+            for v in s.iter() {
+                b.append_option(v.and_then(|v| parents.get(v)));
+            }
+            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+        }),
+    ));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_value_json_is_flat_with_unique_keys() {
+        assert!(is_kv_json(r#"{"env":"prod","n":3,"ok":true,"x":null}"#));
+        assert!(!is_kv_json(r#"{"a":{"b":1}}"#));
+        assert!(!is_kv_json(r#"{"a":[1]}"#));
+        assert!(!is_kv_json(r#"{"a":1,"a":2}"#));
+        assert!(!is_kv_json("[1]"));
+        assert!(!is_kv_json("not json"));
+    }
+
+    #[test]
+    fn every_subcategory_has_a_parent() {
+        let p = subcategory_parents().unwrap();
+        assert_eq!(p.len(), 82);
+        assert_eq!(p["Generative AI"], "AI and Machine Learning");
+        assert_eq!(p["Other (Other)"], "Other");
+    }
+}
