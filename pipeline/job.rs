@@ -12,6 +12,7 @@
 //! name = "aws-cur"
 //! url = "file://../sample-data/aws/cur1"
 //! format = "aws_cur"                # optional: detected from the header when absent
+//! cost_identity = "warn"            # optional: overrides [checks] for this source
 //!
 //! [checks]
 //! cost_identity = "quarantine"      # or "warn": keep the row, count the violation
@@ -72,6 +73,9 @@ pub struct Source {
     pub url: String,
     /// Format name (see `tally formats`); detected from the header when absent.
     pub format: Option<String>,
+    /// Overrides `[checks] cost_identity` for this source.
+    #[serde(default)]
+    pub cost_identity: Option<Severity>,
 }
 
 /// `[checks]`

@@ -139,6 +139,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                             name: "source".into(),
                             url: job::resolve_url(&src, &cwd),
                             format,
+                            cost_identity: None,
                         }],
                         checks: Default::default(),
                     };
@@ -157,13 +158,14 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             };
             let m = run::run(req).await?;
             println!(
-                "run {} ok: {} files, {} rows read, {} written, {} quarantined, {} folded; reconciliation: {} lines, all match",
+                "run {} ok: {} files, {} rows read, {} written, {} quarantined, {} folded, {} derived; reconciliation: {} lines, all match",
                 m.run_id,
                 m.totals.files,
                 m.totals.rows_read,
                 m.totals.rows_written,
                 m.totals.rows_quarantined,
                 m.totals.rows_folded,
+                m.totals.rows_derived,
                 m.reconciliation.len()
             );
             for (name, t) in &m.tables {

@@ -94,6 +94,9 @@ pub struct Input {
     pub rows_quarantined: u64,
     /// Rows folded by the mapping into other rows, by reason.
     pub rows_folded: BTreeMap<String, u64>,
+    /// Extra rows the mapping derived from source rows, by reason (e.g. explicit Unused
+    /// commitment rows); rows_read + rows_derived = rows_written + rows_quarantined + rows_folded.
+    pub rows_derived: BTreeMap<String, u64>,
     /// Columns of the file that the mapping does not read.
     pub ignored_columns: Vec<String>,
 }
@@ -159,6 +162,8 @@ pub struct Totals {
     pub rows_quarantined: u64,
     /// Rows folded.
     pub rows_folded: u64,
+    /// Rows derived.
+    pub rows_derived: u64,
     /// Rows whose source amount could not be parsed (quarantined; not in the source total).
     pub unparseable_source_amounts: u64,
 }

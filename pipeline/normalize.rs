@@ -37,6 +37,10 @@ use crate::{timestamp, udf};
 /// Column a mapping sets (non-null) on rows it folds into another row instead of writing.
 pub const FOLD_COLUMN: &str = "x__fold";
 
+/// Column a mapping sets (non-null) on extra rows it derives from a source row, e.g. the
+/// explicit `Unused` commitment row FOCUS asks for beside a commitment fee.
+pub const DERIVED_COLUMN: &str = "x__derived";
+
 /// A partition of the cost table: (provider, billing account, billing period `YYYY-MM`).
 pub type PartitionKey = (String, String, String);
 
@@ -61,6 +65,8 @@ pub struct FileOutcome {
     pub rows_written: u64,
     /// Rows folded by the mapping, by reason.
     pub folded: BTreeMap<String, u64>,
+    /// Extra rows the mapping derived from source rows (written too), by reason.
+    pub derived: BTreeMap<String, u64>,
     /// Quarantined rows.
     pub quarantined: Vec<QuarantineRow>,
     /// Rule violations kept as warnings (rows written), by rule id.
@@ -89,7 +95,18 @@ impl PartitionStream for ChannelPartition {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let rx = self.rx.lock().expect("partition").take();
+        let Some(rx) = self.rx.lock().expect("partition").take() else {
+            let err = datafusion::error::DataFusionError::Plan(
+                "the raw table is a stream and can be read only once: a mapping must scan `raw` a single time \
+                 (use unnest to emit several rows per source row, not UNION ALL)"
+                    .into(),
+            );
+            return Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async { Err(err) }),
+            ));
+        };
+        let rx = Some(rx);
         let stream = futures::stream::unfold(rx, |rx| async move {
             let mut rx = rx?;
             let item = rx.recv().await?;
@@ -142,7 +159,7 @@ fn check_sql(
     let known: BTreeSet<&str> = schema.columns().map(|c| c.name.as_str()).collect();
     for f in mapped.fields() {
         let n = f.name().as_str();
-        if n == FOLD_COLUMN || n == "x_SourceRow" {
+        if n == FOLD_COLUMN || n == DERIVED_COLUMN || n == "x_SourceRow" {
             continue;
         }
         if !known.contains(n) {
@@ -190,12 +207,14 @@ fn check_sql(
         };
         proj.push(format!("{expr} AS {}", c.name));
     }
-    let fold = if mapped.field_with_name(FOLD_COLUMN).is_ok() {
-        format!("arrow_cast({FOLD_COLUMN}, 'Utf8')")
-    } else {
-        "arrow_cast(NULL, 'Utf8')".into()
-    };
-    proj.push(format!("{fold} AS {FOLD_COLUMN}"));
+    for internal in [FOLD_COLUMN, DERIVED_COLUMN] {
+        let expr = if mapped.field_with_name(internal).is_ok() {
+            format!("arrow_cast({internal}, 'Utf8')")
+        } else {
+            "arrow_cast(NULL, 'Utf8')".into()
+        };
+        proj.push(format!("{expr} AS {internal}"));
+    }
     let inner = format!("SELECT {} FROM mapped", proj.join(",\n  "));
     let flags: Vec<String> = schema
         .rules
@@ -230,7 +249,13 @@ pub async fn process_file(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let typer = Arc::new(Typer::new(format, &adapted_names, &file.url, ingestion_id));
+    let typer = Arc::new(Typer::new(
+        format,
+        &adapted_names,
+        &names,
+        &file.url,
+        ingestion_id,
+    ));
 
     // Reader → typed batches.
     let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(4);
@@ -341,6 +366,7 @@ pub async fn process_file(
         batches: Vec::new(),
         rows_written: 0,
         folded: BTreeMap::new(),
+        derived: BTreeMap::new(),
         quarantined: Vec::new(),
         warnings: BTreeMap::new(),
         written_totals: BTreeMap::new(),
@@ -397,11 +423,16 @@ fn split_batch(
         .as_any()
         .downcast_ref::<StringArray>()
         .expect("fold column is Utf8");
+    let derived = b
+        .column(n_out + 1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("derived column is Utf8");
     let mut keep = vec![true; n];
     let mut failed: Vec<Option<usize>> = vec![None; n];
     for (i, sev) in severities.iter().enumerate() {
         let flags = b
-            .column(n_out + 1 + i)
+            .column(n_out + 2 + i)
             .as_any()
             .downcast_ref::<BooleanArray>()
             .expect("rule flag");
@@ -479,6 +510,12 @@ fn split_batch(
     };
     let mut q_rows = Vec::new();
     for r in 0..n {
+        if !derived.is_null(r) {
+            *outcome
+                .derived
+                .entry(derived.value(r).to_string())
+                .or_default() += 1;
+        }
         if !fold.is_null(r) {
             keep[r] = false;
             *outcome.folded.entry(fold.value(r).to_string()).or_default() += 1;

@@ -143,7 +143,7 @@ async fn execute(
             if detected {
                 info!(file = %file.url, format = %format.name, "format detected from the header");
             }
-            let cost_identity = job.checks.cost_identity;
+            let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
             let mut outcome = normalize::process_file(
                 schema,
                 &format,
@@ -187,6 +187,7 @@ async fn execute(
                 rows_written: outcome.rows_written,
                 rows_quarantined: outcome.quarantined.len() as u64,
                 rows_folded: outcome.folded.clone(),
+                rows_derived: outcome.derived.clone(),
                 ignored_columns: ignored,
             });
             bar.inc(1);
@@ -222,17 +223,15 @@ async fn execute(
         m.totals.rows_written += o.rows_written;
         m.totals.rows_quarantined += o.quarantined.len() as u64;
         m.totals.rows_folded += o.folded.values().sum::<u64>();
+        m.totals.rows_derived += o.derived.values().sum::<u64>();
         m.totals.unparseable_source_amounts += o.source.unparseable_amounts;
     }
     m.reconciliation = reconcile(&source_totals, &written, &quarantined);
-    let accounted = m.totals.rows_written + m.totals.rows_quarantined + m.totals.rows_folded;
-    if accounted != m.totals.rows_read {
+    let t = &m.totals;
+    if t.rows_read + t.rows_derived != t.rows_written + t.rows_quarantined + t.rows_folded {
         return Err(TallyError::Integrity(format!(
-            "rows read {} ≠ written {} + quarantined {} + folded {}",
-            m.totals.rows_read,
-            m.totals.rows_written,
-            m.totals.rows_quarantined,
-            m.totals.rows_folded
+            "rows read {} + derived {} ≠ written {} + quarantined {} + folded {}",
+            t.rows_read, t.rows_derived, t.rows_written, t.rows_quarantined, t.rows_folded
         )));
     }
     let bad: Vec<&Reconciliation> = m

@@ -192,10 +192,15 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
         .map_err(|e| loc.err("list", &loc.path, e))?;
     let mut files: Vec<DiscoveredFile> = metas
         .into_iter()
+        // Skip hidden and underscore-prefixed folders and files below the source URL (Spark's
+        // `_SUCCESS`, tally's own `_tally/`, editors' dot files), never above it.
         .filter(|m| {
-            !m.location
-                .parts()
-                .any(|p| p.as_ref().starts_with('_') || p.as_ref().starts_with('.'))
+            m.location
+                .prefix_match(&loc.path)
+                .map(|mut below| {
+                    !below.any(|p| p.as_ref().starts_with('_') || p.as_ref().starts_with('.'))
+                })
+                .unwrap_or(false)
         })
         .filter_map(to_file)
         .collect();

@@ -343,7 +343,7 @@ async fn load_file(
         source_account: "BillingAccountId".into(),
     };
     let adapter = Adapter::new(&format, &names);
-    let typer = Typer::new(&format, adapter.names(), &file.url, "");
+    let typer = Typer::new(&format, adapter.names(), &names, &file.url, "");
     let mut tally = SourceTally::default();
     let mut quarantined = Vec::new();
     let mut typed = Vec::new();

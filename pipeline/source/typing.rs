@@ -49,6 +49,7 @@ pub struct SourceTally {
 pub struct Typer {
     plan: Vec<(String, Kind, Option<usize>)>,
     null_values: Vec<String>,
+    /// Column names as the file spells them (derived columns keep their own name).
     names: Vec<String>,
     schema: SchemaRef,
     total: Option<usize>,
@@ -67,8 +68,16 @@ pub fn timestamp_type() -> DataType {
 }
 
 impl Typer {
-    /// Plans typing for a file whose (adapted) columns are `names`.
-    pub fn new(format: &Format, names: &[String], file: &str, ingestion_id: &str) -> Typer {
+    /// Plans typing for a file whose (adapted) columns are `names`; `original` are the file's
+    /// own column names (a prefix of `names` after renaming), used in quarantine records so they
+    /// name columns as the user's file does.
+    pub fn new(
+        format: &Format,
+        names: &[String],
+        original: &[String],
+        file: &str,
+        ingestion_id: &str,
+    ) -> Typer {
         let idx = |c: &str| names.iter().position(|n| n == c);
         let mut plan = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -97,7 +106,11 @@ impl Typer {
         fields.push(Field::new(SOURCE_ROW, DataType::Int64, false));
         Typer {
             null_values: format.null_values.clone(),
-            names: names.to_vec(),
+            names: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| original.get(i).unwrap_or(n).clone())
+                .collect(),
             schema: Arc::new(Schema::new(fields)),
             total: idx(&format.source_total),
             currency: idx(&format.source_currency),
@@ -149,6 +162,9 @@ impl Typer {
         let mut problems: Vec<(usize, String, String, String)> = Vec::new(); // row, column, reason, value
         for (name, kind, src) in &self.plan {
             let col = src.map(text_col);
+            let shown = src
+                .map(|i| self.names[i].clone())
+                .unwrap_or_else(|| name.clone());
             match kind {
                 Kind::Text => {
                     let mut b = StringBuilder::with_capacity(n, n * 8);
@@ -166,7 +182,7 @@ impl Typer {
                                 Ok(v) => b.append_value(v),
                                 Err(e) => {
                                     ok[r] = false;
-                                    problems.push((r, name.clone(), e, t.to_string()));
+                                    problems.push((r, shown.clone(), e, t.to_string()));
                                     b.append_null();
                                 }
                             },
@@ -187,7 +203,7 @@ impl Typer {
                                 Ok(v) => b.append_value(v),
                                 Err(e) => {
                                     ok[r] = false;
-                                    problems.push((r, name.clone(), e, t.to_string()));
+                                    problems.push((r, shown.clone(), e, t.to_string()));
                                     b.append_null();
                                 }
                             },

@@ -15,8 +15,14 @@
 --   SavingsPlanNegation → folded: it cancels the on-demand cost of its covered usage row, whose
 --   BilledCost is written as 0 instead (FOCUS: discounts are not separate negative rows). The
 --   reconciliation proves each fold balances: Σ source UnblendedCost = Σ BilledCost written.
--- EffectiveCost is AWS's amortized cost: the RI/SP effective cost on covered usage, the unused
--- share on the RI and SP recurring fee rows, 0 on upfront purchases, UnblendedCost elsewhere.
+-- EffectiveCost is AWS's amortized cost: the RI/SP effective cost on covered usage, 0 on the
+-- commitment's own purchase rows, UnblendedCost elsewhere. What a commitment left unused in the
+-- period (RIFee: unused amortized upfront + unused recurring fee; SavingsPlanRecurringFee:
+-- commitment to date − used commitment) becomes one extra Usage row beside its fee row, with
+-- CommitmentDiscountStatus 'Unused', BilledCost 0 and ResourceId = the commitment (FOCUS
+-- DiscountHandling), so per commitment Σ EffectiveCost of Used + Unused = Σ BilledCost of the fees.
+-- InvoiceIssuerName and the provider names are 'AWS'; the legal invoicing entity
+-- (bill/InvoicingEntity, e.g. "Amazon Web Services EMEA SARL") is kept in x_InvoicingEntity.
 --
 -- @format: aws_cur
 -- @provider: aws
@@ -28,7 +34,7 @@
 -- @text: line_item_availability_zone, line_item_currency_code, line_item_line_item_description
 -- @text: line_item_resource_id, line_item_tax_type, product_product_name, product_servicename
 -- @text: product_servicecode, product_region_code, product_location, product_sku, product_product_family
--- @text: product_instance_type, product_usagetype, pricing_rate_id, pricing_term, pricing_unit
+-- @text: product_instance_type, product_usagetype, product_region, pricing_rate_id, pricing_term, pricing_unit
 -- @text: reservation_reservation_a_r_n, savings_plan_savings_plan_a_r_n, tags
 -- @decimal: line_item_unblended_cost, line_item_unblended_rate, line_item_usage_amount
 -- @decimal: line_item_net_unblended_cost, pricing_public_on_demand_cost, pricing_public_on_demand_rate
@@ -49,6 +55,7 @@ WITH typed AS (
       WHEN 'Usage' THEN 'Usage'
       WHEN 'DiscountedUsage' THEN 'Usage'
       WHEN 'SavingsPlanCoveredUsage' THEN 'Usage'
+      WHEN 'SavingsPlanNegation' THEN 'Usage'
       WHEN 'Fee' THEN 'Purchase'
       WHEN 'RIFee' THEN 'Purchase'
       WHEN 'SavingsPlanUpfrontFee' THEN 'Purchase'
@@ -60,7 +67,6 @@ WITH typed AS (
       WHEN 'Discount' THEN 'Credit'
       WHEN 'EdpDiscount' THEN 'Credit'
       WHEN 'PrivateRateDiscount' THEN 'Credit'
-      WHEN 'SavingsPlanNegation' THEN 'Usage'
       ELSE 'Adjustment'
     END AS charge_category,
     CASE
@@ -69,6 +75,14 @@ WITH typed AS (
       WHEN savings_plan_savings_plan_a_r_n IS NOT NULL
         AND line_item_line_item_type IN ('SavingsPlanCoveredUsage', 'SavingsPlanRecurringFee', 'SavingsPlanUpfrontFee') THEN 'SP'
     END AS commitment,
+    CASE
+      WHEN line_item_line_item_type = 'RIFee' THEN
+        coalesce(reservation_unused_amortized_upfront_fee_for_billing_period, CAST(0 AS DECIMAL(38, 18)))
+        + coalesce(reservation_unused_recurring_fee, CAST(0 AS DECIMAL(38, 18)))
+      WHEN line_item_line_item_type = 'SavingsPlanRecurringFee' THEN
+        coalesce(savings_plan_total_commitment_to_date, CAST(0 AS DECIMAL(38, 18)))
+        - coalesce(savings_plan_used_commitment, CAST(0 AS DECIMAL(38, 18)))
+    END AS unused_commitment,
     -- AWS pricing units → FOCUS UnitFormat
     CASE pricing_unit
       WHEN 'Hrs' THEN 'Hours'
@@ -77,27 +91,46 @@ WITH typed AS (
       WHEN 'GB-Mo' THEN 'GB-Months'
       WHEN 'GB-Month' THEN 'GB-Months'
       WHEN 'Obj-Month' THEN 'Objects-Months'
-      WHEN 'GB' THEN 'GB'
       WHEN 'Request' THEN 'Requests'
-      WHEN 'Requests' THEN 'Requests'
       WHEN 'API Request' THEN 'Requests'
       WHEN 'API Requests' THEN 'Requests'
-      WHEN 'Dashboards' THEN 'Dashboards'
-      WHEN 'Keys' THEN 'Keys'
-      WHEN 'Events' THEN 'Events'
-      WHEN 'Secrets' THEN 'Secrets'
-      WHEN 'Count' THEN 'Count'
       ELSE pricing_unit
     END AS unit
   FROM raw
+),
+-- Every source row once ('charge'), plus one 'unused' row per commitment fee with unused capacity.
+-- (unnest, not UNION ALL: the raw table is a stream that can be read only once.)
+charges AS (
+  SELECT
+    *,
+    unnest(CASE WHEN unused_commitment IS NOT NULL AND unused_commitment <> 0
+      THEN make_array('charge', 'unused') ELSE make_array('charge') END) AS row_kind
+  FROM typed
+),
+shaped AS (
+  SELECT
+    *,
+    CASE WHEN row_kind = 'unused' THEN 'Usage' ELSE charge_category END AS category,
+    CASE
+      WHEN row_kind = 'unused' THEN unused_commitment
+      WHEN commitment = 'RI' AND line_item_line_item_type = 'DiscountedUsage' THEN reservation_effective_cost
+      WHEN commitment = 'SP' AND line_item_line_item_type = 'SavingsPlanCoveredUsage' THEN savings_plan_savings_plan_effective_cost
+      WHEN commitment IS NOT NULL AND charge_category = 'Purchase' THEN CAST(0 AS DECIMAL(38, 18))
+      ELSE line_item_unblended_cost
+    END AS effective_cost,
+    row_kind = 'charge' AND charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL AS priced
+  FROM charges
 )
 SELECT
   x_SourceRow,
   CASE WHEN line_item_line_item_type = 'SavingsPlanNegation'
     THEN 'SavingsPlanNegation folded into its SavingsPlanCoveredUsage row (written with BilledCost 0)'
   END AS x__fold,
-  line_item_availability_zone AS AvailabilityZone,
-  CASE WHEN line_item_line_item_type = 'SavingsPlanCoveredUsage' THEN CAST(0 AS DECIMAL(38, 18))
+  CASE WHEN row_kind = 'unused'
+    THEN 'explicit Unused row for the commitment capacity its fee row did not use'
+  END AS x__derived,
+  CASE WHEN row_kind = 'charge' THEN line_item_availability_zone END AS AvailabilityZone,
+  CASE WHEN row_kind = 'unused' OR line_item_line_item_type = 'SavingsPlanCoveredUsage' THEN CAST(0 AS DECIMAL(38, 18))
        ELSE line_item_unblended_cost END AS BilledCost,
   bill_payer_account_id AS BillingAccountId,
   coalesce(bill_payer_account_name, bill_payer_account_id) AS BillingAccountName,
@@ -105,10 +138,11 @@ SELECT
   line_item_currency_code AS BillingCurrency,
   bill_billing_period_end_date AS BillingPeriodEnd,
   bill_billing_period_start_date AS BillingPeriodStart,
-  charge_category AS ChargeCategory,
+  category AS ChargeCategory,
   CAST(NULL AS VARCHAR) AS ChargeClass,
-  line_item_line_item_description AS ChargeDescription,
+  CASE WHEN row_kind = 'unused' THEN 'Unused commitment' ELSE line_item_line_item_description END AS ChargeDescription,
   CASE
+    WHEN row_kind = 'unused' THEN 'Usage-Based'
     WHEN line_item_line_item_type IN ('Fee', 'SavingsPlanUpfrontFee') THEN 'One-Time'
     WHEN line_item_line_item_type IN ('RIFee', 'SavingsPlanRecurringFee') THEN 'Recurring'
     WHEN charge_category = 'Usage' THEN 'Usage-Based'
@@ -120,32 +154,25 @@ SELECT
   CASE commitment WHEN 'RI' THEN reservation_reservation_a_r_n WHEN 'SP' THEN savings_plan_savings_plan_a_r_n END
     AS CommitmentDiscountId,
   CASE commitment WHEN 'RI' THEN 'Reserved Instance' WHEN 'SP' THEN 'Savings Plan' END AS CommitmentDiscountType,
-  CASE WHEN commitment IS NOT NULL AND charge_category = 'Usage' THEN 'Used' END AS CommitmentDiscountStatus,
-  CASE WHEN charge_category = 'Usage' AND unit IS NOT NULL THEN line_item_usage_amount END AS ConsumedQuantity,
-  CASE WHEN charge_category = 'Usage' AND unit IS NOT NULL THEN unit END AS ConsumedUnit,
-  coalesce(line_item_unblended_cost, CAST(0 AS DECIMAL(38, 18))) AS ContractedCost,
-  CASE WHEN charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL THEN line_item_unblended_rate END
-    AS ContractedUnitPrice,
   CASE
-    WHEN commitment = 'RI' AND line_item_line_item_type = 'DiscountedUsage' THEN reservation_effective_cost
-    WHEN commitment = 'SP' AND line_item_line_item_type = 'SavingsPlanCoveredUsage' THEN savings_plan_savings_plan_effective_cost
-    WHEN line_item_line_item_type = 'RIFee' THEN
-      coalesce(reservation_unused_amortized_upfront_fee_for_billing_period, CAST(0 AS DECIMAL(38, 18)))
-      + coalesce(reservation_unused_recurring_fee, CAST(0 AS DECIMAL(38, 18)))
-    WHEN line_item_line_item_type = 'SavingsPlanRecurringFee' THEN
-      coalesce(savings_plan_total_commitment_to_date, CAST(0 AS DECIMAL(38, 18)))
-      - coalesce(savings_plan_used_commitment, CAST(0 AS DECIMAL(38, 18)))
-    WHEN line_item_line_item_type IN ('Fee', 'SavingsPlanUpfrontFee') AND commitment IS NOT NULL
-      THEN CAST(0 AS DECIMAL(38, 18))
-    ELSE line_item_unblended_cost
-  END AS EffectiveCost,
+    WHEN row_kind = 'unused' THEN 'Unused'
+    WHEN commitment IS NOT NULL AND charge_category = 'Usage' THEN 'Used'
+  END AS CommitmentDiscountStatus,
+  CASE WHEN row_kind = 'charge' AND charge_category = 'Usage' AND unit IS NOT NULL THEN line_item_usage_amount END
+    AS ConsumedQuantity,
+  CASE WHEN row_kind = 'charge' AND charge_category = 'Usage' AND unit IS NOT NULL THEN unit END AS ConsumedUnit,
+  CASE WHEN row_kind = 'unused' THEN CAST(0 AS DECIMAL(38, 18))
+       ELSE coalesce(line_item_unblended_cost, CAST(0 AS DECIMAL(38, 18))) END AS ContractedCost,
+  CASE WHEN priced THEN line_item_unblended_rate END AS ContractedUnitPrice,
+  effective_cost AS EffectiveCost,
   'AWS' AS HostProviderName,
   bill_invoice_id AS InvoiceId,
-  coalesce(bill_invoicing_entity, 'AWS') AS InvoiceIssuerName,
-  coalesce(pricing_public_on_demand_cost, line_item_unblended_cost) AS ListCost,
-  CASE WHEN charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL THEN pricing_public_on_demand_rate END
-    AS ListUnitPrice,
+  'AWS' AS InvoiceIssuerName,
+  CASE WHEN row_kind = 'unused' THEN CAST(0 AS DECIMAL(38, 18))
+       ELSE coalesce(pricing_public_on_demand_cost, line_item_unblended_cost) END AS ListCost,
+  CASE WHEN priced THEN pricing_public_on_demand_rate END AS ListUnitPrice,
   CASE
+    WHEN row_kind = 'unused' THEN 'Committed'
     WHEN charge_category NOT IN ('Usage', 'Purchase') THEN NULL
     WHEN commitment IS NOT NULL AND charge_category = 'Usage' THEN 'Committed'
     WHEN pricing_term = 'OnDemand' THEN 'Standard'
@@ -153,30 +180,34 @@ SELECT
     ELSE 'Other'
   END AS PricingCategory,
   line_item_currency_code AS PricingCurrency,
-  CASE WHEN charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL THEN line_item_unblended_rate END
-    AS PricingCurrencyContractedUnitPrice,
+  CASE WHEN priced THEN line_item_unblended_rate END AS PricingCurrencyContractedUnitPrice,
+  effective_cost AS PricingCurrencyEffectiveCost,
+  CASE WHEN priced THEN pricing_public_on_demand_rate END AS PricingCurrencyListUnitPrice,
+  CASE WHEN row_kind = 'charge' AND unit IS NOT NULL THEN line_item_usage_amount END AS PricingQuantity,
+  CASE WHEN row_kind = 'charge' THEN unit END AS PricingUnit,
+  coalesce(product_region_code, product_region) AS RegionId,
+  CASE WHEN coalesce(product_region_code, product_region) IS NOT NULL
+    THEN coalesce(product_location, product_region_code, product_region) END AS RegionName,
   CASE
-    WHEN commitment = 'RI' AND line_item_line_item_type = 'DiscountedUsage' THEN reservation_effective_cost
-    WHEN commitment = 'SP' AND line_item_line_item_type = 'SavingsPlanCoveredUsage' THEN savings_plan_savings_plan_effective_cost
-    WHEN line_item_line_item_type = 'RIFee' THEN
-      coalesce(reservation_unused_amortized_upfront_fee_for_billing_period, CAST(0 AS DECIMAL(38, 18)))
-      + coalesce(reservation_unused_recurring_fee, CAST(0 AS DECIMAL(38, 18)))
-    WHEN line_item_line_item_type = 'SavingsPlanRecurringFee' THEN
-      coalesce(savings_plan_total_commitment_to_date, CAST(0 AS DECIMAL(38, 18)))
-      - coalesce(savings_plan_used_commitment, CAST(0 AS DECIMAL(38, 18)))
-    WHEN line_item_line_item_type IN ('Fee', 'SavingsPlanUpfrontFee') AND commitment IS NOT NULL
-      THEN CAST(0 AS DECIMAL(38, 18))
-    ELSE line_item_unblended_cost
-  END AS PricingCurrencyEffectiveCost,
-  CASE WHEN charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL THEN pricing_public_on_demand_rate END
-    AS PricingCurrencyListUnitPrice,
-  CASE WHEN unit IS NOT NULL THEN line_item_usage_amount END AS PricingQuantity,
-  unit AS PricingUnit,
-  product_region_code AS RegionId,
-  CASE WHEN product_region_code IS NOT NULL THEN coalesce(product_location, product_region_code) END AS RegionName,
-  line_item_resource_id AS ResourceId,
+    WHEN row_kind = 'unused' THEN CASE commitment WHEN 'RI' THEN reservation_reservation_a_r_n ELSE savings_plan_savings_plan_a_r_n END
+    ELSE line_item_resource_id
+  END AS ResourceId,
+  -- ResourceType from the id's shape, else the product family (FOCUS: set whenever ResourceId is).
   CASE
-    WHEN line_item_product_code IN ('AmazonEC2', 'AWSLambda', 'AmazonECS', 'AmazonEKS', 'AmazonLightsail', 'AWSBatch') THEN 'Compute'
+    WHEN row_kind = 'unused' THEN CASE commitment WHEN 'RI' THEN 'Reserved Instance' ELSE 'Savings Plan' END
+    WHEN line_item_resource_id IS NULL THEN NULL
+    WHEN line_item_resource_id LIKE 'i-%' THEN 'Instance'
+    WHEN line_item_resource_id LIKE 'vol-%' THEN 'Volume'
+    WHEN line_item_resource_id LIKE 'snap-%' THEN 'Snapshot'
+    WHEN line_item_resource_id LIKE 'nat-%' THEN 'NAT Gateway'
+    WHEN line_item_resource_id LIKE 'eipalloc-%' THEN 'Elastic IP'
+    WHEN line_item_resource_id LIKE 'arn:aws:lambda:%:function:%' THEN 'Function'
+    WHEN line_item_resource_id LIKE 'arn:aws:rds:%:db:%' THEN 'DB Instance'
+    WHEN line_item_product_code = 'AmazonS3' THEN 'Bucket'
+    ELSE coalesce(product_product_family, line_item_product_code)
+  END AS ResourceType,
+  CASE
+    WHEN line_item_product_code IN ('AmazonEC2', 'AWSLambda', 'AmazonECS', 'AmazonEKS', 'AmazonLightsail', 'AWSBatch', 'ComputeSavingsPlans') THEN 'Compute'
     WHEN line_item_product_code IN ('AmazonS3', 'AmazonEFS', 'AmazonFSx', 'AWSBackup', 'AmazonGlacier', 'AWSStorageGateway') THEN 'Storage'
     WHEN line_item_product_code IN ('AmazonRDS', 'AmazonDynamoDB', 'AmazonElastiCache', 'AmazonRedshift', 'AmazonDocDB', 'AmazonNeptune', 'AmazonTimestream') THEN 'Databases'
     WHEN line_item_product_code IN ('AmazonVPC', 'AmazonCloudFront', 'AmazonRoute53', 'AWSDataTransfer', 'AWSELB', 'AWSDirectConnect', 'AmazonApiGateway') THEN 'Networking'
@@ -197,13 +228,17 @@ SELECT
     WHEN line_item_product_code = 'AmazonEC2' THEN 'Virtual Machines'
     WHEN line_item_product_code = 'AWSLambda' THEN 'Serverless Compute'
     WHEN line_item_product_code IN ('AmazonECS', 'AmazonEKS') THEN 'Containers'
+    WHEN line_item_product_code IN ('AWSBatch', 'ComputeSavingsPlans') THEN 'Other (Compute)'
+    WHEN line_item_product_code = 'AmazonLightsail' THEN 'Virtual Machines'
     WHEN line_item_product_code IN ('AmazonS3', 'AmazonGlacier') THEN 'Object Storage'
     WHEN line_item_product_code IN ('AmazonEFS', 'AmazonFSx') THEN 'File Storage'
     WHEN line_item_product_code = 'AWSBackup' THEN 'Backup Storage'
-    WHEN line_item_product_code IN ('AmazonRDS') THEN 'Relational Databases'
-    WHEN line_item_product_code IN ('AmazonDynamoDB', 'AmazonDocDB') THEN 'NoSQL Databases'
+    WHEN line_item_product_code = 'AWSStorageGateway' THEN 'Storage Platforms'
+    WHEN line_item_product_code = 'AmazonRDS' THEN 'Relational Databases'
+    WHEN line_item_product_code IN ('AmazonDynamoDB', 'AmazonDocDB', 'AmazonNeptune') THEN 'NoSQL Databases'
     WHEN line_item_product_code = 'AmazonElastiCache' THEN 'Caching'
     WHEN line_item_product_code = 'AmazonRedshift' THEN 'Data Warehouses'
+    WHEN line_item_product_code = 'AmazonTimestream' THEN 'Time Series Databases'
     WHEN line_item_product_code = 'AmazonCloudFront' THEN 'Content Delivery'
     WHEN line_item_product_code IN ('AmazonVPC', 'AWSDataTransfer', 'AWSDirectConnect') THEN 'Network Connectivity'
     WHEN line_item_product_code = 'AmazonRoute53' THEN 'Network Routing'
@@ -220,9 +255,9 @@ SELECT
     WHEN line_item_product_code = 'AWSConfig' THEN 'Compliance'
     WHEN line_item_product_code = 'AWSCostExplorer' THEN 'Cost Management'
     WHEN line_item_product_code IN ('AWSSupportBusiness', 'AWSSupportEnterprise') THEN 'Support'
-    WHEN line_item_product_code = 'AWSMigrationHubRefactorSpaces' THEN 'Resource Migration'
-    WHEN line_item_product_code = 'AWSSecretsManager' THEN 'Secret Management'
-    WHEN line_item_product_code = 'awskms' THEN 'Secret Management'
+    WHEN line_item_product_code IN ('AWSMigrationHubRefactorSpaces', 'AWSMigrationHub') THEN 'Resource Migration'
+    WHEN line_item_product_code = 'AWSDMS' THEN 'Data Migration'
+    WHEN line_item_product_code IN ('AWSSecretsManager', 'awskms') THEN 'Secret Management'
     WHEN line_item_product_code IN ('AmazonGuardDuty', 'AWSSecurityHub') THEN 'Threat Detection and Response'
     WHEN line_item_product_code IN ('AWSWAF', 'AWSShield') THEN 'Network Security'
     WHEN line_item_product_code IN ('AmazonCognito', 'AWSDirectoryService') THEN 'Identity and Access Management'
@@ -233,22 +268,18 @@ SELECT
     WHEN line_item_product_code = 'AWSCloudShell' THEN 'Development Environments'
     WHEN line_item_product_code IN ('AWSCodeBuild', 'AWSCodePipeline') THEN 'Continuous Integration and Deployment'
     WHEN line_item_product_code = 'AWSCodeCommit' THEN 'Source Code Management'
-    WHEN line_item_product_code = 'AmazonLightsail' THEN 'Virtual Machines'
-    WHEN line_item_product_code = 'AWSBatch' THEN 'Other (Compute)'
-    WHEN line_item_product_code = 'AWSStorageGateway' THEN 'Storage Platforms'
-    WHEN line_item_product_code = 'AmazonNeptune' THEN 'NoSQL Databases'
-    WHEN line_item_product_code = 'AmazonTimestream' THEN 'Time Series Databases'
     ELSE 'Other (Other)'
   END AS ServiceSubcategory,
   product_sku AS SkuId,
-  product_usagetype AS SkuMeter,
-  pricing_rate_id AS SkuPriceId,
+  CASE WHEN product_sku IS NOT NULL THEN product_usagetype END AS SkuMeter,
+  CASE WHEN product_sku IS NOT NULL THEN pricing_rate_id END AS SkuPriceId,
   line_item_usage_account_id AS SubAccountId,
   CASE WHEN line_item_usage_account_id IS NOT NULL
     THEN coalesce(line_item_usage_account_name, line_item_usage_account_id) END AS SubAccountName,
   CASE WHEN line_item_usage_account_id IS NOT NULL THEN 'Linked Account' END AS SubAccountType,
   tags AS Tags,
+  bill_invoicing_entity AS x_InvoicingEntity,
   line_item_line_item_type AS x_SourceChargeType,
   line_item_usage_type AS x_UsageType,
   line_item_operation AS x_Operation
-FROM typed
+FROM shaped

@@ -1,1 +1,9 @@
+//! End-to-end tests: one binary (linking is the slow part of a debug build), one module per concern.
 
+mod common;
+mod conformance;
+mod e2e;
+mod idempotence;
+mod spec_examples;
+mod sql_cases;
+mod strict;

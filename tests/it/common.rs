@@ -1,0 +1,106 @@
+//! Helpers shared by the end-to-end tests.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, Decimal128Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::DataType;
+use tally::job::Job;
+use tally::manifest::Manifest;
+use tally::run::{RunRequest, run};
+
+/// The checkout.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `jobs/sample.toml` with its output moved into `out_dir` (sources still read `sample-data/`).
+pub fn sample_job_text(out_dir: &Path) -> String {
+    let text = std::fs::read_to_string(root().join("jobs/sample.toml")).unwrap();
+    text.replace(
+        "file://../sample-data",
+        &format!("file://{}/sample-data", root().display()),
+    )
+    .replace(
+        "file://../out/sample",
+        &format!("file://{}", out_dir.display()),
+    )
+}
+
+/// Writes a job file into `dir` and runs it through the library.
+pub async fn run_job(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    let (job, bytes) = Job::load(&path)?;
+    run(RunRequest {
+        job,
+        job_path: path.display().to_string(),
+        job_bytes: bytes,
+    })
+    .await
+}
+
+/// A one-source job over `source` (a path), output in `out`.
+pub fn one_source_job(source: &Path, out: &Path, format: Option<&str>) -> String {
+    let fmt = format
+        .map(|f| format!("format = \"{f}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[job]\nname = \"test\"\n[output]\nurl = \"file://{}\"\nfocus_versions = [\"1.4\", \"1.2\"]\n[[source]]\nname = \"s\"\nurl = \"file://{}\"\n{fmt}",
+        out.display(),
+        source.display()
+    )
+}
+
+/// Runs SQL over the tables under `out`.
+pub async fn query(out: &Path, sql: &str) -> Vec<RecordBatch> {
+    let ctx = tally::query::session_for(&format!("file://{}", out.display()), None)
+        .await
+        .unwrap();
+    tally::query::run_sql(&ctx, sql).await.unwrap()
+}
+
+/// One cell as text: decimals without trailing zeros, timestamps as RFC 3339, NULL as `null`.
+pub fn cell(a: &dyn Array, i: usize) -> String {
+    if a.is_null(i) {
+        return "null".into();
+    }
+    match a.data_type() {
+        DataType::Decimal128(_, 18) => tally::decimal::format(
+            a.as_any()
+                .downcast_ref::<Decimal128Array>()
+                .unwrap()
+                .value(i),
+        ),
+        DataType::Timestamp(_, _) => tally::timestamp::format_micros(
+            a.as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap()
+                .value(i),
+        ),
+        _ => arrow::util::display::array_value_to_string(a, i).unwrap(),
+    }
+}
+
+/// Rows as `a | b | c` lines.
+pub fn lines(batches: &[RecordBatch]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| cell(c.as_ref(), i))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
+        }
+    }
+    out
+}
+
+/// The single value of a one-row, one-column result.
+pub fn scalar(batches: &[RecordBatch]) -> String {
+    let l = lines(batches);
+    assert_eq!(l.len(), 1, "expected one row, got {l:?}");
+    l[0].clone()
+}

@@ -1,0 +1,287 @@
+//! The sample job end to end: rows, lineage, reconciliation to the digit, exit codes.
+
+use std::process::Command;
+
+use crate::common::*;
+
+/// Σ of one decimal column of a CSV, computed here with arrow's CSV reader, not the pipeline.
+fn csv_column_sum(path: &std::path::Path, column: &str) -> (i128, usize) {
+    use arrow::array::{Array, StringArray};
+    let text = std::fs::read_to_string(path).unwrap();
+    let header: Vec<String> = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(
+        header
+            .iter()
+            .map(|h| arrow::datatypes::Field::new(h, arrow::datatypes::DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let reader = arrow::csv::ReaderBuilder::new(schema)
+        .with_header(true)
+        .build(std::io::Cursor::new(text))
+        .unwrap();
+    let (mut sum, mut rows) = (0i128, 0usize);
+    for b in reader {
+        let b = b.unwrap();
+        let c = b
+            .column_by_name(column)
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        for i in 0..c.len() {
+            sum += tally::decimal::parse(c.value(i)).unwrap();
+            rows += 1;
+        }
+    }
+    (sum, rows)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sample_job_runs_and_every_cent_is_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let m = run_job(dir.path(), &sample_job_text(&out)).await.unwrap();
+    assert_eq!(m.status, "ok");
+    assert!(!m.reconciliation.is_empty());
+    for r in &m.reconciliation {
+        assert_eq!(r.status, "match", "{r:?}");
+        assert_eq!(r.difference, "0");
+    }
+    assert_eq!(
+        m.totals.rows_read + m.totals.rows_derived,
+        m.totals.rows_written + m.totals.rows_quarantined + m.totals.rows_folded
+    );
+    assert!(m.tables["cost_and_usage"].version.is_some());
+    assert!(m.tables.contains_key("cost_and_usage_1_2"));
+    for used in [
+        "sql/normalize/aws_cur.sql",
+        "sql/normalize/focus.sql",
+        "sql/projections/focus_1_2.sql",
+        "schemas/focus_1_4_cost_and_usage.psv",
+        "schemas/focus_1_4_row_rules.toml",
+        "schemas/tally_columns.psv",
+    ] {
+        let h = m
+            .resources
+            .get(used)
+            .unwrap_or_else(|| panic!("{used} is not hashed in the manifest"));
+        let bytes = std::fs::read(root().join(used)).unwrap();
+        assert_eq!(h, &tally::resources::sha256_hex(&bytes), "{used}");
+    }
+
+    // AWS legacy CUR: the source's own Σ lineItem/UnblendedCost, computed here from the CSV,
+    // equals Σ BilledCost in the table plus Σ Amount in quarantine, to the last digit.
+    let csv = root().join("sample-data/aws/cur1/cur1_sample.csv");
+    let (source_sum, source_rows) = csv_column_sum(&csv, "lineItem/UnblendedCost");
+    assert_eq!(source_rows, 1281);
+    let file_filter = "x_SourceFile LIKE '%/cur1_sample.csv'";
+    let written = scalar(
+        &query(
+            &out,
+            &format!("SELECT sum(BilledCost) FROM cost_and_usage WHERE {file_filter}"),
+        )
+        .await,
+    );
+    let quarantined = query(
+        &out,
+        &format!("SELECT sum(Amount) FROM quarantine WHERE {file_filter}"),
+    )
+    .await;
+    let q = lines(&quarantined).first().cloned().unwrap_or_default();
+    let q = if q == "null" {
+        0
+    } else {
+        tally::decimal::parse(&q).unwrap()
+    };
+    assert_eq!(tally::decimal::parse(&written).unwrap() + q, source_sum);
+    assert_eq!(tally::decimal::format(source_sum), "1.6823086974");
+    let rows = scalar(
+        &query(
+            &out,
+            &format!("SELECT count(*) FROM cost_and_usage WHERE {file_filter}"),
+        )
+        .await,
+    );
+    let qrows = scalar(
+        &query(
+            &out,
+            &format!("SELECT count(*) FROM quarantine WHERE {file_filter}"),
+        )
+        .await,
+    );
+    assert_eq!(
+        rows.parse::<usize>().unwrap() + qrows.parse::<usize>().unwrap(),
+        1281
+    );
+    // The AWS rounding is kept and counted as a warning, as the sample job asks.
+    assert!(
+        m.warnings_by_rule
+            .get("ContractedCost-identity")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+
+    // Account ids keep their leading zeros and every row carries its lineage.
+    let lineage = scalar(
+        &query(&out, "SELECT count(*) FROM cost_and_usage WHERE x_SourceFile IS NULL OR x_SourceRow IS NULL OR x_IngestionRunId IS NULL OR x_SourceFormat IS NULL").await,
+    );
+    assert_eq!(lineage, "0");
+
+    // The official FOCUS 1.0 sample spells ChargeFrequency "Usage-based" on some rows: those rows
+    // are in quarantine with file, row and column, and that row of the file really says so.
+    let bad = query(
+        &out,
+        "SELECT x_SourceFile, x_SourceRow, ColumnName, Value FROM quarantine WHERE RuleId = 'ChargeFrequency-allowed-values' ORDER BY x_SourceRow",
+    )
+    .await;
+    let bad = lines(&bad);
+    assert!(!bad.is_empty());
+    for l in &bad {
+        let parts: Vec<&str> = l.split(" | ").collect();
+        assert!(parts[0].ends_with("focus_1_0_official_sample.csv"), "{l}");
+        assert_eq!(parts[2], "ChargeFrequency");
+        assert_eq!(parts[3], "Usage-based");
+        let row: usize = parts[1].parse().unwrap();
+        let text =
+            std::fs::read_to_string(root().join("sample-data/focus/focus_1_0_official_sample.csv"))
+                .unwrap();
+        let line = text.lines().nth(row).unwrap(); // line 0 is the header, so record n is line n
+        assert!(line.contains("Usage-based"), "record {row} is {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn focus_1_2_projection_has_the_1_2_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = root().join("sample-data/focus/focus_1_2_aws_generated.csv");
+    let m = run_job(dir.path(), &one_source_job(&src, &out, None))
+        .await
+        .unwrap();
+    assert_eq!(m.inputs[0].format, "focus");
+    assert!(m.inputs[0].format_detected);
+    let b = query(&out, "SELECT * FROM cost_and_usage_1_2 LIMIT 1").await;
+    let cols: Vec<String> = b[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let want: Vec<String> =
+        std::fs::read_to_string(root().join("schemas/focus_1_2_cost_and_usage_columns.txt"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(String::from)
+            .collect();
+    assert_eq!(want.len(), 57);
+    for w in &want {
+        assert!(cols.contains(w), "1.2 projection lacks {w}");
+    }
+    assert!(
+        !cols.contains(&"ServiceProviderName".to_string()),
+        "1.3 columns are not in the 1.2 projection"
+    );
+    let n = scalar(
+        &query(
+            &out,
+            "SELECT count(*) FROM cost_and_usage_1_2 WHERE ProviderName IS NULL",
+        )
+        .await,
+    );
+    assert_eq!(n, "0");
+}
+
+fn tally() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tally"))
+}
+
+#[test]
+fn exit_codes_tell_a_scheduler_what_went_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    // A job file that does not parse: usage (2).
+    let job = dir.path().join("bad.toml");
+    std::fs::write(&job, "[job]\nname = 1\n").unwrap();
+    let o = tally()
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml"));
+
+    // A file no format recognises: bad input (3), and the message names the file.
+    let odd = dir.path().join("odd.csv");
+    std::fs::write(&odd, "colour,size\nred,3\n").unwrap();
+    let out = dir.path().join("o");
+    let o = tally()
+        .args([
+            "run",
+            "--source",
+            odd.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("odd.csv") && err.contains("cannot tell which export format"),
+        "{err}"
+    );
+
+    // A bad value in a column the mapping needs is quarantined, not fatal: exit 0, and
+    // `tally query` shows file, row and column.
+    let src = dir.path().join("cur.csv");
+    let csv = std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    let mut lines: Vec<String> = csv.lines().take(4).map(String::from).collect();
+    // Record 2 is a Tax line: LineItemType is followed by UsageStartDate.
+    let bad = lines[2].replacen(",Tax,2023-11-01T00:00:00.000Z,", ",Tax,not-a-date,", 1);
+    assert_ne!(bad, lines[2]);
+    lines[2] = bad;
+    std::fs::write(&src, lines.join("\n") + "\n").unwrap();
+    let o = tally()
+        .args([
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let q = tally()
+        .args([
+            "query",
+            "-t",
+            out.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT x_SourceRow, ColumnName, RuleId, Value FROM quarantine WHERE RuleId = 'parse-timestamp'",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        text.contains("2,lineItem/UsageStartDate,parse-timestamp,not-a-date"),
+        "{text}"
+    );
+}
