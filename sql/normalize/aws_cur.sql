@@ -34,7 +34,8 @@
 -- @text: line_item_availability_zone, line_item_currency_code, line_item_line_item_description
 -- @text: line_item_resource_id, line_item_tax_type, product_product_name, product_servicename
 -- @text: product_servicecode, product_region_code, product_location, product_sku, product_product_family
--- @text: product_instance_type, product_usagetype, product_region, pricing_rate_id, pricing_term, pricing_unit
+-- @text: product_instance_type, product_usagetype, product_region, pricing_rate_id, pricing_rate_code
+-- @text: pricing_term, pricing_unit
 -- @text: reservation_reservation_a_r_n, savings_plan_savings_plan_a_r_n, tags
 -- @decimal: line_item_unblended_cost, line_item_unblended_rate, line_item_usage_amount
 -- @decimal: line_item_net_unblended_cost, pricing_public_on_demand_cost, pricing_public_on_demand_rate
@@ -272,7 +273,8 @@ SELECT
   END AS ServiceSubcategory,
   product_sku AS SkuId,
   CASE WHEN product_sku IS NOT NULL THEN product_usagetype END AS SkuMeter,
-  CASE WHEN product_sku IS NOT NULL THEN pricing_rate_id END AS SkuPriceId,
+  -- RateCode (<sku>.<offer term>.<rate>) names one price of one SKU; RateId alone is shared across SKUs.
+  CASE WHEN product_sku IS NOT NULL THEN coalesce(pricing_rate_code, pricing_rate_id) END AS SkuPriceId,
   line_item_usage_account_id AS SubAccountId,
   CASE WHEN line_item_usage_account_id IS NOT NULL
     THEN coalesce(line_item_usage_account_name, line_item_usage_account_id) END AS SubAccountName,
