@@ -134,7 +134,7 @@ pub fn used_scale(units: i128) -> u32 {
     }
     let mut u = units.unsigned_abs();
     let mut scale = SCALE as u32;
-    while scale > 0 && u % 10 == 0 {
+    while scale > 0 && u.is_multiple_of(10) {
         u /= 10;
         scale -= 1;
     }

@@ -49,7 +49,7 @@ pub enum TallyError {
         operation: &'static str,
         object: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 
     /// The Delta table could not be read or committed.

@@ -436,12 +436,12 @@ fn split_batch(
             .as_any()
             .downcast_ref::<BooleanArray>()
             .expect("rule flag");
-        for r in 0..n {
+        for (r, first_failure) in failed.iter_mut().enumerate() {
             if !flags.value(r) {
                 match sev {
                     Severity::Quarantine => {
-                        if failed[r].is_none() {
-                            failed[r] = Some(i);
+                        if first_failure.is_none() {
+                            *first_failure = Some(i);
                         }
                     }
                     Severity::Warn => {

@@ -52,7 +52,7 @@ impl Location {
             store: self.store_url.clone(),
             operation,
             object: object.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -65,7 +65,7 @@ pub fn open(url: &str) -> Result<Location> {
         store: format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or("")),
         operation: "configure",
         object: String::new(),
-        source: e,
+        source: Box::new(e),
     };
     let (store, store_url, path): (Arc<dyn ObjectStore>, String, Path) = match parsed.scheme() {
         "file" => {

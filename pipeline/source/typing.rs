@@ -157,7 +157,6 @@ impl Typer {
                 .downcast_ref::<StringArray>()
                 .expect("text batch")
         };
-        let mut ok = vec![true; n];
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.plan.len() + 1);
         let mut problems: Vec<(usize, String, String, String)> = Vec::new(); // row, column, reason, value
         for (name, kind, src) in &self.plan {
@@ -181,7 +180,6 @@ impl Typer {
                             Some(t) => match decimal::parse(t) {
                                 Ok(v) => b.append_value(v),
                                 Err(e) => {
-                                    ok[r] = false;
                                     problems.push((r, shown.clone(), e, t.to_string()));
                                     b.append_null();
                                 }
@@ -202,7 +200,6 @@ impl Typer {
                             Some(t) => match timestamp::parse_micros(t) {
                                 Ok(v) => b.append_value(v),
                                 Err(e) => {
-                                    ok[r] = false;
                                     problems.push((r, shown.clone(), e, t.to_string()));
                                     b.append_null();
                                 }
@@ -247,6 +244,10 @@ impl Typer {
         }
         tally.rows += n as u64;
 
+        let mut ok = vec![true; n];
+        for p in &problems {
+            ok[p.0] = false;
+        }
         problems.sort_by_key(|p| p.0);
         let mut last = usize::MAX;
         for (r, column, reason, value) in problems {
