@@ -611,3 +611,54 @@ fn rows_as_json(b: &RecordBatch) -> Result<Vec<String>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{Field, Schema};
+
+    fn mapped(fields: Vec<Field>) -> SchemaRef {
+        let mut f = fields;
+        f.push(Field::new("x_SourceRow", DataType::Int64, false));
+        Arc::new(Schema::new(f))
+    }
+
+    #[test]
+    fn a_mapping_may_not_invent_unprefixed_columns_or_use_floats() {
+        let schema = FocusSchema::load().unwrap();
+        let format = crate::formats::by_name("focus").unwrap();
+        let custom = mapped(vec![Field::new("CostCenter", DataType::Utf8, true)]);
+        let e = check_sql(&schema, &custom, &format, "file:///x.csv", "id")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CostCenter") && e.contains("x_"), "{e}");
+        let float = mapped(vec![Field::new("BilledCost", DataType::Float64, true)]);
+        let e = check_sql(&schema, &float, &format, "file:///x.csv", "id")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("never floating point"), "{e}");
+        let rounding = mapped(vec![Field::new(
+            "BilledCost",
+            DataType::Decimal128(38, 36),
+            true,
+        )]);
+        assert!(check_sql(&schema, &rounding, &format, "file:///x.csv", "id").is_err());
+        let no_row = Arc::new(Schema::new(vec![Field::new(
+            "BilledCost",
+            crate::decimal::data_type(),
+            true,
+        )]));
+        assert!(
+            check_sql(&schema, &no_row, &format, "file:///x.csv", "id")
+                .unwrap_err()
+                .to_string()
+                .contains("x_SourceRow")
+        );
+        let ok = mapped(vec![
+            Field::new("BilledCost", crate::decimal::data_type(), true),
+            Field::new("x_UsageType", DataType::Utf8, true),
+        ]);
+        let sql = check_sql(&schema, &ok, &format, "file:///x.csv", "id").unwrap();
+        assert!(sql.contains("__rule_0") && sql.contains("AS x_SourceFile"));
+    }
+}

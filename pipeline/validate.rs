@@ -157,8 +157,13 @@ pub async fn validate(target: &str) -> Result<Report> {
         } else {
             "NULL"
         };
+        let file_col = if columns.iter().any(|c| c == "x_SourceFile") {
+            "x_SourceFile"
+        } else {
+            "NULL"
+        };
         let sql = format!(
-            "SELECT CAST({row_col} AS BIGINT) AS r, CAST({} AS VARCHAR) AS v FROM {} WHERE NOT coalesce(({}), false)",
+            "SELECT CAST({row_col} AS BIGINT) AS r, CAST({} AS VARCHAR) AS v, CAST({file_col} AS VARCHAR) AS f FROM {} WHERE NOT coalesce(({}), false)",
             if columns.contains(&rule.column) {
                 rule.column.as_str()
             } else {
@@ -192,7 +197,14 @@ pub async fn validate(target: &str) -> Result<Report> {
                 } else {
                     r.value(i).to_string()
                 };
-                examples.push(format!("row {row}: {}={v:?}", rule.column));
+                let file =
+                    arrow::util::display::array_value_to_string(b.column(2), i).unwrap_or_default();
+                let at = if file.is_empty() {
+                    String::new()
+                } else {
+                    format!("{file} ")
+                };
+                examples.push(format!("{at}row {row}: {}={v:?}", rule.column));
             }
         }
         rules.push(RuleResult {
