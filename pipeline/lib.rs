@@ -10,6 +10,7 @@ pub mod cloud;
 pub mod decimal;
 pub mod error;
 pub mod formats;
+pub mod hash;
 pub mod job;
 pub mod manifest;
 pub mod normalize;

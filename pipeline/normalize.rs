@@ -59,7 +59,7 @@ pub struct FileOutcome {
     pub ingestion_id: String,
     /// Rows read and the source's own totals.
     pub source: SourceTally,
-    /// Rows to write, in the output schema, in file order.
+    /// Checked rows not yet handed to the sink (drained after every output batch).
     pub batches: Vec<RecordBatch>,
     /// Rows written.
     pub rows_written: u64,
@@ -75,6 +75,23 @@ pub struct FileOutcome {
     pub written_totals: BTreeMap<TotalKey, i128>,
     /// Partitions the written rows fall in.
     pub partitions: BTreeSet<PartitionKey>,
+}
+
+/// Where checked rows go as they are produced (the staged Delta writers of a run).
+pub trait RowSink {
+    /// Accepts one batch of checked rows in the FOCUS 1.4 output schema.
+    fn accept(
+        &mut self,
+        batch: RecordBatch,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+}
+
+/// A sink that keeps rows in memory (tests, `tally validate`).
+impl RowSink for Vec<RecordBatch> {
+    async fn accept(&mut self, batch: RecordBatch) -> Result<()> {
+        self.push(batch);
+        Ok(())
+    }
 }
 
 /// A one-shot partition stream over a channel of typed raw batches.
@@ -239,6 +256,7 @@ pub async fn process_file(
     names: Vec<String>,
     ingestion_id: &str,
     cost_identity: Severity,
+    sink: &mut impl RowSink,
 ) -> Result<FileOutcome> {
     let adapter = Adapter::new(format, &names);
     let text_schema = read::text_schema(&names);
@@ -391,6 +409,15 @@ pub async fn process_file(
             }
         };
         split_batch(schema, &out_schema, n_out, &severities, &b, &mut outcome)?;
+        for good in std::mem::take(&mut outcome.batches) {
+            if let Err(e) = sink.accept(good).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
     }
     drop(stream);
     let digest = producer

@@ -3,9 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
-use arrow::row::{RowConverter, SortField};
-use datafusion::datasource::MemTable;
+use arrow::array::RecordBatch;
 use object_store::ObjectStoreExt;
 use sha2::{Digest, Sha256};
 use tracing::{info, info_span, warn};
@@ -14,12 +12,12 @@ use crate::error::{Result, TallyError};
 use crate::formats::{self, Format};
 use crate::job::{Job, Severity};
 use crate::manifest::{self, Manifest, Reconciliation};
-use crate::normalize::{self, FileOutcome, PartitionKey};
+use crate::normalize::{self, PartitionKey, RowSink};
 use crate::quarantine;
 use crate::schema::FocusSchema;
 use crate::source::layout::canonical_name;
 use crate::source::typing::TotalKey;
-use crate::table::{self, names};
+use crate::table::{self, Staged, names};
 use crate::{decimal, progress, resources, storage};
 
 /// How a run was asked for.
@@ -101,6 +99,59 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
     result.map(|_| m)
 }
 
+/// The run's staged tables, fed row batch by row batch.
+struct Sinks {
+    cost: Staged,
+    focus_1_2: Option<(Staged, Projection)>,
+}
+
+impl RowSink for Sinks {
+    async fn accept(&mut self, batch: RecordBatch) -> Result<()> {
+        if let Some((staged, projection)) = &mut self.focus_1_2 {
+            for b in projection.apply(&batch).await? {
+                staged.write(b).await?;
+            }
+        }
+        self.cost.write(batch).await
+    }
+}
+
+/// `sql/projections/focus_1_2.sql`, applied batch by batch.
+struct Projection {
+    ctx: datafusion::prelude::SessionContext,
+    sql: String,
+    schema: arrow::datatypes::SchemaRef,
+}
+
+impl Projection {
+    async fn new(schema: &FocusSchema) -> Result<Projection> {
+        let path = "sql/projections/focus_1_2.sql";
+        let ctx = normalize::session()?;
+        let sql = resources::load(path)?;
+        ctx.register_batch(
+            names::COST_AND_USAGE,
+            RecordBatch::new_empty(schema.arrow()),
+        )?;
+        let df = ctx.sql(&sql).await.map_err(|e| TallyError::Sql {
+            file: path.into(),
+            message: e.to_string(),
+        })?;
+        let out: arrow::datatypes::SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        Ok(Projection {
+            ctx,
+            sql,
+            schema: out,
+        })
+    }
+
+    async fn apply(&self, batch: &RecordBatch) -> Result<Vec<RecordBatch>> {
+        self.ctx.deregister_table(names::COST_AND_USAGE)?;
+        self.ctx
+            .register_batch(names::COST_AND_USAGE, batch.clone())?;
+        Ok(self.ctx.sql(&self.sql).await?.collect().await?)
+    }
+}
+
 async fn execute(
     req: &RunRequest,
     schema: &FocusSchema,
@@ -108,8 +159,96 @@ async fn execute(
     m: &mut Manifest,
 ) -> Result<()> {
     let job = &req.job;
+    let root = &job.output.url;
     let all_formats = formats::all()?;
-    let mut outcomes: Vec<(String, FileOutcome)> = Vec::new();
+    let mut sinks = Sinks {
+        cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
+        focus_1_2: None,
+    };
+    if job.wants_focus_1_2() {
+        let projection = Projection::new(schema).await?;
+        let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
+        sinks.focus_1_2 = Some((staged, projection));
+    }
+    let mut quarantine_table = Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?;
+    let result = ingest(
+        job,
+        schema,
+        &all_formats,
+        &mut sinks,
+        &mut quarantine_table,
+        m,
+    )
+    .await;
+    let partitions = match result {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing was committed: remove the files staged so far.
+            sinks.cost.abandon().await?;
+            if let Some((s, _)) = sinks.focus_1_2 {
+                s.abandon().await?;
+            }
+            quarantine_table.abandon().await?;
+            return Err(e);
+        }
+    };
+
+    // Commit: every partition any input touched is replaced as a unit, table by table.
+    let mut staged = vec![sinks.cost];
+    if let Some((s, _)) = sinks.focus_1_2 {
+        staged.push(s);
+    }
+    staged.push(quarantine_table);
+    for s in staged {
+        let name = s.name();
+        let span = info_span!("commit", table = name);
+        let _g = span.enter();
+        let rows = s.rows();
+        let (t, hashes) = s.commit(&partitions, run_id).await?;
+        let stats = table::partition_stats(&t)?;
+        let parts = partitions
+            .iter()
+            .map(|k| {
+                let (files, rows) = stats.get(k).copied().unwrap_or((0, 0));
+                manifest::PartitionInfo {
+                    provider: k.0.clone(),
+                    billing_account: k.1.clone(),
+                    billing_period: k.2.clone(),
+                    rows,
+                    files,
+                    content_sha256: hashes
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| hex::encode(Sha256::digest(b""))),
+                }
+            })
+            .collect();
+        info!(version = ?t.version(), partitions = partitions.len(), rows, "committed");
+        m.tables.insert(
+            name.into(),
+            manifest::TableInfo {
+                url: t.table_url().to_string(),
+                version: t.version(),
+                partitions: parts,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Reads every input into the staged tables and reconciles; returns the partitions touched.
+async fn ingest(
+    job: &Job,
+    schema: &FocusSchema,
+    all_formats: &[Format],
+    sinks: &mut Sinks,
+    quarantine_table: &mut Staged,
+    m: &mut Manifest,
+) -> Result<BTreeSet<PartitionKey>> {
+    let mut source_totals: BTreeMap<TotalKey, i128> = BTreeMap::new();
+    let mut written: BTreeMap<TotalKey, i128> = BTreeMap::new();
+    let mut quarantined: BTreeMap<TotalKey, i128> = BTreeMap::new();
+    let mut partitions: BTreeSet<PartitionKey> = BTreeSet::new();
     for source in &job.sources {
         let span = info_span!("source", name = %source.name);
         let _g = span.enter();
@@ -144,23 +283,29 @@ async fn execute(
                 info!(file = %file.url, format = %format.name, "format detected from the header");
             }
             let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
-            let mut outcome = normalize::process_file(
+            let ingestion_id = ingestion_id(&file, &format);
+            let o = normalize::process_file(
                 schema,
                 &format,
                 detected,
                 &loc,
                 &file,
                 names.clone(),
-                "",
+                &ingestion_id,
                 cost_identity,
+                sinks,
             )
             .await?;
-            set_ingestion_id(&mut outcome, &format, schema);
+            if !o.quarantined.is_empty() {
+                quarantine_table
+                    .write(quarantine::to_batch(&o.quarantined))
+                    .await?;
+            }
             info!(
                 file = %file.url,
-                rows = outcome.source.rows,
-                written = outcome.rows_written,
-                quarantined = outcome.quarantined.len(),
+                rows = o.source.rows,
+                written = o.rows_written,
+                quarantined = o.quarantined.len(),
                 ms = t0.elapsed().as_millis() as u64,
                 "file normalized"
             );
@@ -181,51 +326,47 @@ async fn execute(
                 size: file.size,
                 e_tag: file.e_tag.clone(),
                 last_modified: file.last_modified.clone(),
-                sha256: outcome.digest.sha256.clone(),
-                ingestion_id: outcome.ingestion_id.clone(),
-                rows_read: outcome.source.rows,
-                rows_written: outcome.rows_written,
-                rows_quarantined: outcome.quarantined.len() as u64,
-                rows_folded: outcome.folded.clone(),
-                rows_derived: outcome.derived.clone(),
+                sha256: o.digest.sha256.clone(),
+                ingestion_id: o.ingestion_id.clone(),
+                rows_read: o.source.rows,
+                rows_written: o.rows_written,
+                rows_quarantined: o.quarantined.len() as u64,
+                rows_folded: o.folded.clone(),
+                rows_derived: o.derived.clone(),
                 ignored_columns: ignored,
             });
+            for (k, v) in &o.source.totals {
+                *source_totals.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &o.written_totals {
+                *written.entry(k.clone()).or_default() += v;
+            }
+            for q in &o.quarantined {
+                if let Some(a) = q.amount {
+                    *quarantined
+                        .entry((q.period_start.clone(), q.currency.clone()))
+                        .or_default() += a;
+                }
+                *m.quarantined_by_rule.entry(q.rule.clone()).or_default() += 1;
+                partitions.insert((q.provider.clone(), q.account.clone(), q.period.clone()));
+            }
+            partitions.extend(o.partitions.iter().cloned());
+            for (r, n) in &o.warnings {
+                *m.warnings_by_rule.entry(r.clone()).or_default() += n;
+            }
+            m.totals.files += 1;
+            m.totals.rows_read += o.source.rows;
+            m.totals.rows_written += o.rows_written;
+            m.totals.rows_quarantined += o.quarantined.len() as u64;
+            m.totals.rows_folded += o.folded.values().sum::<u64>();
+            m.totals.rows_derived += o.derived.values().sum::<u64>();
+            m.totals.unparseable_source_amounts += o.source.unparseable_amounts;
             bar.inc(1);
-            outcomes.push((source.name.clone(), outcome));
         }
         bar.finish_and_clear();
     }
 
     // Reconcile before anything is committed: a mismatch publishes nothing.
-    let mut source_totals: BTreeMap<TotalKey, i128> = BTreeMap::new();
-    let mut written: BTreeMap<TotalKey, i128> = BTreeMap::new();
-    let mut quarantined: BTreeMap<TotalKey, i128> = BTreeMap::new();
-    for (_, o) in &outcomes {
-        for (k, v) in &o.source.totals {
-            *source_totals.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &o.written_totals {
-            *written.entry(k.clone()).or_default() += v;
-        }
-        for q in &o.quarantined {
-            if let Some(a) = q.amount {
-                *quarantined
-                    .entry((q.period_start.clone(), q.currency.clone()))
-                    .or_default() += a;
-            }
-            *m.quarantined_by_rule.entry(q.rule.clone()).or_default() += 1;
-        }
-        for (r, n) in &o.warnings {
-            *m.warnings_by_rule.entry(r.clone()).or_default() += n;
-        }
-        m.totals.files += 1;
-        m.totals.rows_read += o.source.rows;
-        m.totals.rows_written += o.rows_written;
-        m.totals.rows_quarantined += o.quarantined.len() as u64;
-        m.totals.rows_folded += o.folded.values().sum::<u64>();
-        m.totals.rows_derived += o.derived.values().sum::<u64>();
-        m.totals.unparseable_source_amounts += o.source.unparseable_amounts;
-    }
     m.reconciliation = reconcile(&source_totals, &written, &quarantined);
     let t = &m.totals;
     if t.rows_read + t.rows_derived != t.rows_written + t.rows_quarantined + t.rows_folded {
@@ -262,76 +403,7 @@ async fn execute(
     if m.totals.rows_quarantined > 0 {
         warn!(rows = m.totals.rows_quarantined, by_rule = ?m.quarantined_by_rule, "rows quarantined");
     }
-
-    // Commit: every partition any input touched is replaced as a unit.
-    let mut partitions: BTreeSet<PartitionKey> = BTreeSet::new();
-    let mut batches = Vec::new();
-    let mut q_rows = Vec::new();
-    for (_, o) in outcomes {
-        partitions.extend(o.partitions.iter().cloned());
-        for q in &o.quarantined {
-            partitions.insert((q.provider.clone(), q.account.clone(), q.period.clone()));
-        }
-        batches.extend(o.batches);
-        q_rows.extend(o.quarantined);
-    }
-    let root = &job.output.url;
-    let commit =
-        |name: &'static str, schema: arrow::datatypes::SchemaRef, batches: Vec<RecordBatch>| {
-            let partitions = partitions.clone();
-            let run_id = run_id.to_string();
-            async move {
-                let span = info_span!("commit", table = name);
-                let _g = span.enter();
-                let url = table::table_url(root, name)?;
-                let hashes = content_hashes(&batches)?;
-                let t = table::open_or_create(&url, &schema).await?;
-                let t = table::replace_partitions(t, batches, &partitions, &run_id).await?;
-                let stats = table::partition_stats(&t)?;
-                let parts = partitions
-                    .iter()
-                    .map(|k| {
-                        let (files, rows) = stats.get(k).copied().unwrap_or((0, 0));
-                        manifest::PartitionInfo {
-                            provider: k.0.clone(),
-                            billing_account: k.1.clone(),
-                            billing_period: k.2.clone(),
-                            rows,
-                            files,
-                            content_sha256: hashes
-                                .get(k)
-                                .cloned()
-                                .unwrap_or_else(|| hex::encode(Sha256::digest(b""))),
-                        }
-                    })
-                    .collect();
-                info!(version = ?t.version(), partitions = partitions.len(), "committed");
-                Ok::<_, TallyError>(manifest::TableInfo {
-                    url: url.to_string(),
-                    version: t.version(),
-                    partitions: parts,
-                })
-            }
-        };
-    let projection = if job.wants_focus_1_2() {
-        Some(project_1_2(schema, &batches).await?)
-    } else {
-        None
-    };
-    let info = commit(names::COST_AND_USAGE, schema.arrow(), batches).await?;
-    m.tables.insert(names::COST_AND_USAGE.into(), info);
-    if let Some((s, b)) = projection {
-        let info = commit(names::COST_AND_USAGE_1_2, s, b).await?;
-        m.tables.insert(names::COST_AND_USAGE_1_2.into(), info);
-    }
-    let qb = if q_rows.is_empty() {
-        vec![]
-    } else {
-        vec![quarantine::to_batch(&q_rows)]
-    };
-    let info = commit(names::QUARANTINE, quarantine::schema(), qb).await?;
-    m.tables.insert(names::QUARANTINE.into(), info);
-    Ok(())
+    Ok(partitions)
 }
 
 /// Whether a raw column feeds the layout adapter (tags, the product map) rather than the SQL.
@@ -342,32 +414,29 @@ fn is_adapter_input(format: &Format, canonical: &str) -> bool {
             || canonical.starts_with("resource_tags_"))
 }
 
-/// The ingestion id: SHA-256 over the file's SHA-256, the format's SQL, the schema files and
-/// tally's version. The same inputs and code give the same id, so reruns are identical.
-fn set_ingestion_id(o: &mut FileOutcome, format: &Format, schema: &FocusSchema) {
+/// The ingestion id written to `x_IngestionRunId`: SHA-256 over the stored object's identity
+/// (URL, size, ETag or last-modified), the format's SQL, the schema files and tally's version.
+/// Known before the file is read, so rows stream straight to the table; the same object and code
+/// give the same id, so reruns are identical. The file's full SHA-256 is in the manifest.
+fn ingestion_id(file: &storage::DiscoveredFile, format: &Format) -> String {
     let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION"));
-    h.update(o.digest.sha256.as_bytes());
-    h.update(format.sql.as_bytes());
+    for part in [
+        env!("CARGO_PKG_VERSION"),
+        &file.url,
+        &file.size.to_string(),
+        file.e_tag.as_deref().unwrap_or(&file.last_modified),
+        &format.sql,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
     for (p, s) in resources::used_hashes() {
         if p.starts_with("schemas/") {
             h.update(p.as_bytes());
             h.update(s.as_bytes());
         }
     }
-    let _ = schema;
-    let id = hex::encode(h.finalize())[..32].to_string();
-    let col = "x_IngestionRunId";
-    for b in &mut o.batches {
-        let i = b.schema().index_of(col).expect("lineage column");
-        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
-        cols[i] = Arc::new(StringArray::from(vec![id.as_str(); b.num_rows()]));
-        *b = RecordBatch::try_new(b.schema(), cols).expect("same schema");
-    }
-    for q in &mut o.quarantined {
-        q.ingestion_id = id.clone();
-    }
-    o.ingestion_id = id;
+    hex::encode(h.finalize())[..32].to_string()
 }
 
 /// Reconciliation lines for every key seen on either side.
@@ -398,67 +467,6 @@ pub fn reconcile(
             }
         })
         .collect()
-}
-
-/// SHA-256 per partition over its rows in order, in Arrow's row format (independent of how the
-/// rows are batched or laid out in Parquet files).
-pub fn content_hashes(batches: &[RecordBatch]) -> Result<BTreeMap<PartitionKey, String>> {
-    let mut hashers: BTreeMap<PartitionKey, Sha256> = BTreeMap::new();
-    let Some(first) = batches.first() else {
-        return Ok(BTreeMap::new());
-    };
-    let schema = first.schema();
-    let fields = schema
-        .fields()
-        .iter()
-        .map(|f| SortField::new(f.data_type().clone()))
-        .collect();
-    let converter = RowConverter::new(fields)?;
-    let idx: Vec<usize> = crate::schema::PARTITION_COLUMNS
-        .iter()
-        .map(|c| schema.index_of(c).expect("partition column"))
-        .collect();
-    for b in batches {
-        let rows = converter.convert_columns(b.columns())?;
-        let part = |c: usize, r: usize| -> String {
-            let a = b
-                .column(idx[c])
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("utf8 partition column");
-            if a.is_null(r) {
-                String::new()
-            } else {
-                a.value(r).to_string()
-            }
-        };
-        for r in 0..b.num_rows() {
-            let key = (part(0, r), part(1, r), part(2, r));
-            hashers.entry(key).or_default().update(rows.row(r).as_ref());
-        }
-    }
-    Ok(hashers
-        .into_iter()
-        .map(|(k, h)| (k, hex::encode(h.finalize())))
-        .collect())
-}
-
-/// Runs `sql/projections/focus_1_2.sql` over the rows to write.
-async fn project_1_2(
-    schema: &FocusSchema,
-    batches: &[RecordBatch],
-) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
-    let ctx = normalize::session()?;
-    let mem = MemTable::try_new(schema.arrow(), vec![batches.to_vec()])?;
-    ctx.register_table(names::COST_AND_USAGE, Arc::new(mem))?;
-    let sql = resources::load("sql/projections/focus_1_2.sql")?;
-    let df = ctx.sql(&sql).await.map_err(|e| TallyError::Sql {
-        file: "sql/projections/focus_1_2.sql".into(),
-        message: e.to_string(),
-    })?;
-    let out_schema: arrow::datatypes::SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let out = df.collect().await?;
-    Ok((out_schema, out))
 }
 
 /// The severity default, re-exported for the CLI's one-off runs.

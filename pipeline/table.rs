@@ -1,21 +1,28 @@
 //! Output tables: Delta Lake through `deltalake`, partitioned by provider, billing account and
 //! billing period.
 //!
-//! A run replaces whole partitions in one commit (`replaceWhere` on the partition columns), so
-//! readers see either the old partition or the new one, never both or half; a crash before the
-//! commit leaves only unreferenced files (removed by `VACUUM`). Every commit carries the run id
-//! in its commit info, and every version stays readable for time travel ("as of version N").
+//! Rows stream into a [`Staged`] writer as they are checked: Parquet files are written to the
+//! table's folder as they fill, but nothing is visible until [`Staged::commit`] writes one log
+//! entry that adds the new files and removes every file of the partitions the run replaces. So
+//! readers see either the old partition or the new one, never both or half; a run that fails
+//! before its commit (or a crash) leaves only unreferenced files (removed by `VACUUM`). Memory
+//! stays bounded by the writer's open files, not by the size of the export. Every commit carries
+//! the run id in its commit info, and every version stays readable for time travel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{Action, StructType};
+use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use object_store::ObjectStoreExt as _;
 use url::Url;
 
 use crate::error::{Result, TallyError};
@@ -236,4 +243,122 @@ pub fn arrow_schema(table: &DeltaTable) -> Option<SchemaRef> {
         .snapshot()
         .ok()
         .map(|s| Arc::clone(&s.snapshot().arrow_schema()))
+}
+
+/// A table being written by a run: files staged, commit pending.
+pub struct Staged {
+    name: &'static str,
+    url: Url,
+    table: DeltaTable,
+    writer: RecordBatchWriter,
+    hasher: crate::hash::ContentHasher,
+    rows: u64,
+}
+
+impl Staged {
+    /// Opens (creating if needed) the table `name` under `root` and starts staging files.
+    pub async fn open(root: &str, name: &'static str, schema: &SchemaRef) -> Result<Staged> {
+        let url = table_url(root, name)?;
+        let table = open_or_create(&url, schema).await?;
+        let writer = RecordBatchWriter::for_table(&table).map_err(|e| terr(url.as_str(), e))?;
+        Ok(Staged {
+            name,
+            url,
+            table,
+            writer,
+            hasher: crate::hash::ContentHasher::new(schema)?,
+            rows: 0,
+        })
+    }
+
+    /// Writes one batch of rows (they become visible only at commit).
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.hasher.update(&batch)?;
+        self.rows += batch.num_rows() as u64;
+        self.writer
+            .write(batch)
+            .await
+            .map_err(|e| terr(self.url.as_str(), e))
+    }
+
+    /// Rows staged so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Table name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Deletes the staged files without committing (a run that failed its checks).
+    pub async fn abandon(mut self) -> Result<()> {
+        let adds = self
+            .writer
+            .flush()
+            .await
+            .map_err(|e| terr(self.url.as_str(), e))?;
+        let store = self.table.object_store();
+        for a in adds {
+            let path = deltalake::Path::parse(&a.path).map_err(|e| terr(self.url.as_str(), e))?;
+            let _ = store.delete(&path).await;
+        }
+        Ok(())
+    }
+
+    /// Commits the staged files, replacing exactly the partitions `keys`, in one log entry.
+    /// Returns the table at the new version and each partition's content hash.
+    pub async fn commit(
+        mut self,
+        keys: &BTreeSet<PartitionKey>,
+        run_id: &str,
+    ) -> Result<(DeltaTable, BTreeMap<PartitionKey, String>)> {
+        let url = self.url.as_str().to_string();
+        let adds = self.writer.flush().await.map_err(|e| terr(&url, e))?;
+        let hashes = self.hasher.finish();
+        if keys.is_empty() && adds.is_empty() {
+            return Ok((self.table, hashes));
+        }
+        let snapshot = self.table.snapshot().map_err(|e| terr(&url, e))?.clone();
+        let mut actions: Vec<Action> = Vec::new();
+        for f in snapshot.log_data().iter() {
+            let pv = f.partition_values_map();
+            let get = |k: &str| pv.get(k).cloned().flatten().unwrap_or_default();
+            let key = (
+                get(PARTITION_COLUMNS[0]),
+                get(PARTITION_COLUMNS[1]),
+                get(PARTITION_COLUMNS[2]),
+            );
+            if keys.contains(&key) {
+                actions.push(Action::Remove(f.remove_action(true)));
+            }
+        }
+        actions.extend(adds.into_iter().map(Action::Add));
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert("tallyRunId".to_string(), serde_json::json!(run_id));
+        metadata.insert(
+            "userMetadata".to_string(),
+            serde_json::json!(format!("tally run {run_id}")),
+        );
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Overwrite,
+            partition_by: Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect()),
+            predicate: Some(partitions_predicate(keys)),
+        };
+        let commit = CommitBuilder::default()
+            .with_actions(actions)
+            .with_app_metadata(metadata)
+            .build(Some(&snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| terr(&url, e))?;
+        let mut table = self.table;
+        table
+            .load_version(commit.version)
+            .await
+            .map_err(|e| terr(&url, e))?;
+        Ok((table, hashes))
+    }
 }

@@ -285,3 +285,121 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
         "{text}"
     );
 }
+
+/// Copies sql/ and schemas/ to `dir` so a test can run tally with a changed mapping.
+fn resources_copy(dir: &std::path::Path) {
+    for sub in ["sql/normalize", "sql/projections", "sql/checks", "schemas"] {
+        let from = root().join(sub);
+        let to = dir.join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for f in std::fs::read_dir(from).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = root().join("sample-data/aws/cur-athena");
+    // A good run first: version 1 of every table.
+    let o = tally()
+        .args([
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let files_before = count_parquet(&out);
+
+    // The same export through a mapping that drops tax from BilledCost.
+    let res = dir.path().join("res");
+    resources_copy(&res);
+    let sql_path = res.join("sql/normalize/aws_cur.sql");
+    let sql = std::fs::read_to_string(&sql_path).unwrap();
+    let broken = sql.replacen(
+        "       ELSE line_item_unblended_cost END AS BilledCost,",
+        "       WHEN charge_category = 'Tax' THEN CAST(0 AS DECIMAL(38, 18)) ELSE line_item_unblended_cost END AS BilledCost,",
+        1,
+    );
+    assert_ne!(
+        broken, sql,
+        "the BilledCost line to break is still in the mapping"
+    );
+    std::fs::write(&sql_path, broken).unwrap();
+    let o = tally()
+        .env("TALLY_RESOURCES", &res)
+        .args([
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("reconciliation failed; nothing was committed")
+            && err.contains("2023-12-01T00:00:00Z USD"),
+        "{err}"
+    );
+    assert!(
+        err.contains("difference 47.25"),
+        "the tax that went missing: {err}"
+    );
+    // No new table version, and the files it staged were removed again.
+    for t in ["cost_and_usage", "quarantine"] {
+        let log: Vec<_> = std::fs::read_dir(out.join(t).join("_delta_log"))
+            .unwrap()
+            .collect();
+        assert_eq!(
+            log.iter()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".json"))
+                .count(),
+            2,
+            "{t}: versions 0 and 1 only"
+        );
+    }
+    assert_eq!(count_parquet(&out), files_before);
+    // The failed run still leaves a manifest that says why.
+    let manifests: Vec<String> = std::fs::read_dir(out.join("_tally/manifests"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        manifests
+            .iter()
+            .any(|m| m.contains("\"status\": \"failed\"") && m.contains("reconciliation failed"))
+    );
+}
+
+fn count_parquet(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += count_parquet(&p);
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            n += 1;
+        }
+    }
+    n
+}
