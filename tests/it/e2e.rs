@@ -403,3 +403,59 @@ fn count_parquet(dir: &std::path::Path) -> usize {
     }
     n
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_gzip_and_a_byte_order_mark_read_the_same_rows() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let plain =
+        std::fs::read(root().join("sample-data/focus/focus_1_2_aws_generated.csv")).unwrap();
+    let mut bom = b"\xef\xbb\xbf".to_vec();
+    bom.extend_from_slice(&plain);
+    std::fs::write(dir.path().join("bom.csv"), &bom).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&bom).unwrap();
+    std::fs::write(dir.path().join("bom.csv.gz"), gz.finish().unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for name in ["bom.csv", "bom.csv.gz"] {
+        let out = dir.path().join(format!("out-{name}"));
+        let m = run_job(
+            dir.path(),
+            &one_source_job(&dir.path().join(name), &out, None),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            m.inputs[0].format, "focus",
+            "the BOM does not hide the header"
+        );
+        assert_eq!(m.totals.rows_written, 200);
+        seen.push(lines(
+            &query(
+                &out,
+                "SELECT count(*), sum(BilledCost), min(BillingAccountId) FROM cost_and_usage",
+            )
+            .await,
+        ));
+    }
+    assert_eq!(seen[0], seen[1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_focus_1_4_parquet_export_passes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = root().join("tests/data/focus_native/focus_1_4_cost_and_usage_synthetic.parquet");
+    let m = run_job(dir.path(), &one_source_job(&src, &out, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            m.totals.rows_read,
+            m.totals.rows_written,
+            m.totals.rows_quarantined
+        ),
+        (200, 200, 0)
+    );
+    assert!(m.reconciliation.iter().all(|r| r.status == "match"));
+}
