@@ -67,8 +67,10 @@ pub struct FileOutcome {
     pub folded: BTreeMap<String, u64>,
     /// Extra rows the mapping derived from source rows (written too), by reason.
     pub derived: BTreeMap<String, u64>,
-    /// Quarantined rows.
+    /// Quarantined rows not yet handed to the sink (drained as the file streams).
     pub quarantined: Vec<QuarantineRow>,
+    /// What was quarantined, in sum.
+    pub quarantine: QuarantineSummary,
     /// Rule violations kept as warnings (rows written), by rule id.
     pub warnings: BTreeMap<String, u64>,
     /// Σ BilledCost written, by (billing period start, currency).
@@ -77,21 +79,75 @@ pub struct FileOutcome {
     pub partitions: BTreeSet<PartitionKey>,
 }
 
-/// Where checked rows go as they are produced (the staged Delta writers of a run).
+/// Where checked and refused rows go as they are produced (the staged Delta writers of a run).
 pub trait RowSink {
     /// Accepts one batch of checked rows in the FOCUS 1.4 output schema.
     fn accept(
         &mut self,
         batch: RecordBatch,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Accepts refused rows, in record order.
+    fn quarantine(
+        &mut self,
+        rows: Vec<QuarantineRow>,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
 }
 
-/// A sink that keeps rows in memory (tests, `tally validate`).
-impl RowSink for Vec<RecordBatch> {
-    async fn accept(&mut self, batch: RecordBatch) -> Result<()> {
-        self.push(batch);
-        Ok(())
+/// What one file's quarantined rows add up to.
+#[derive(Debug, Default, Clone)]
+pub struct QuarantineSummary {
+    /// Rows.
+    pub rows: u64,
+    /// Rows by rule id.
+    pub by_rule: BTreeMap<String, u64>,
+    /// Σ amounts by (billing period start, currency).
+    pub amounts: BTreeMap<TotalKey, i128>,
+    /// Partitions they belong to.
+    pub partitions: BTreeSet<PartitionKey>,
+}
+
+impl QuarantineSummary {
+    fn add(&mut self, q: &QuarantineRow) {
+        self.rows += 1;
+        *self.by_rule.entry(q.rule.clone()).or_default() += 1;
+        if let Some(a) = q.amount {
+            *self
+                .amounts
+                .entry((q.period_start.clone(), q.currency.clone()))
+                .or_default() += a;
+        }
+        self.partitions
+            .insert((q.provider.clone(), q.account.clone(), q.period.clone()));
     }
+}
+
+/// Hands the refused rows up to record `upto` (all when `None`) to the sink, in record order.
+/// Rows refused before the mapping wait in `pre` until the mapping's output has passed them, so
+/// the quarantine table's order does not depend on thread timing.
+async fn drain_quarantine(
+    pre: &Mutex<(SourceTally, Vec<QuarantineRow>)>,
+    outcome: &mut FileOutcome,
+    upto: Option<u64>,
+    sink: &mut impl RowSink,
+) -> Result<()> {
+    let mut rows = std::mem::take(&mut outcome.quarantined);
+    {
+        let mut st = pre.lock().expect("state");
+        let waiting = std::mem::take(&mut st.1);
+        let (now, later): (Vec<_>, Vec<_>) = waiting
+            .into_iter()
+            .partition(|q| upto.is_none_or(|u| q.row <= u));
+        st.1 = later;
+        rows.extend(now);
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_by_key(|q| q.row);
+    for q in &rows {
+        outcome.quarantine.add(q);
+    }
+    sink.quarantine(rows).await
 }
 
 /// A one-shot partition stream over a channel of typed raw batches.
@@ -366,6 +422,9 @@ pub async fn process_file(
 
     let out_schema = schema.arrow();
     let n_out = out_schema.fields().len();
+    let row_idx = out_schema
+        .index_of("x_SourceRow")
+        .expect("x_SourceRow is a tally column");
     let severities: Vec<Severity> = schema
         .rules
         .iter()
@@ -386,6 +445,7 @@ pub async fn process_file(
         folded: BTreeMap::new(),
         derived: BTreeMap::new(),
         quarantined: Vec::new(),
+        quarantine: QuarantineSummary::default(),
         warnings: BTreeMap::new(),
         written_totals: BTreeMap::new(),
         partitions: BTreeSet::new(),
@@ -409,13 +469,20 @@ pub async fn process_file(
             }
         };
         split_batch(schema, &out_schema, n_out, &severities, &b, &mut outcome)?;
+        let last_row = b
+            .column(row_idx)
+            .as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .and_then(|a| (!a.is_empty()).then(|| a.value(a.len() - 1) as u64));
+        let mut step =
+            drain_quarantine(&state, &mut outcome, Some(last_row.unwrap_or(0)), sink).await;
         for good in std::mem::take(&mut outcome.batches) {
-            if let Err(e) = sink.accept(good).await {
-                failure = Some(e);
-                break;
+            if step.is_ok() {
+                step = sink.accept(good).await;
             }
         }
-        if failure.is_some() {
+        if let Err(e) = step {
+            failure = Some(e);
             break;
         }
     }
@@ -427,12 +494,8 @@ pub async fn process_file(
         return Err(f);
     }
     outcome.digest = digest?;
-    let (tally, pre) = std::mem::take(&mut *state.lock().expect("state"));
-    outcome.source = tally;
-    let mut all_q = pre;
-    all_q.append(&mut outcome.quarantined);
-    all_q.sort_by_key(|q| q.row);
-    outcome.quarantined = all_q;
+    drain_quarantine(&state, &mut outcome, None, sink).await?;
+    outcome.source = std::mem::take(&mut state.lock().expect("state").0);
     Ok(outcome)
 }
 

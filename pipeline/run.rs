@@ -13,7 +13,7 @@ use crate::formats::{self, Format};
 use crate::job::{Job, Severity};
 use crate::manifest::{self, Manifest, Reconciliation};
 use crate::normalize::{self, PartitionKey, RowSink};
-use crate::quarantine;
+use crate::quarantine::{self, QuarantineRow};
 use crate::schema::FocusSchema;
 use crate::source::layout::canonical_name;
 use crate::source::typing::TotalKey;
@@ -103,6 +103,7 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
 struct Sinks {
     cost: Staged,
     focus_1_2: Option<(Staged, Projection)>,
+    quarantine: Staged,
 }
 
 impl RowSink for Sinks {
@@ -113,6 +114,10 @@ impl RowSink for Sinks {
             }
         }
         self.cost.write(batch).await
+    }
+
+    async fn quarantine(&mut self, rows: Vec<QuarantineRow>) -> Result<()> {
+        self.quarantine.write(quarantine::to_batch(&rows)).await
     }
 }
 
@@ -164,22 +169,14 @@ async fn execute(
     let mut sinks = Sinks {
         cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
         focus_1_2: None,
+        quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?,
     };
     if job.wants_focus_1_2() {
         let projection = Projection::new(schema).await?;
         let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
         sinks.focus_1_2 = Some((staged, projection));
     }
-    let mut quarantine_table = Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?;
-    let result = ingest(
-        job,
-        schema,
-        &all_formats,
-        &mut sinks,
-        &mut quarantine_table,
-        m,
-    )
-    .await;
+    let result = ingest(job, schema, &all_formats, &mut sinks, m).await;
     let partitions = match result {
         Ok(p) => p,
         Err(e) => {
@@ -188,7 +185,7 @@ async fn execute(
             if let Some((s, _)) = sinks.focus_1_2 {
                 s.abandon().await?;
             }
-            quarantine_table.abandon().await?;
+            sinks.quarantine.abandon().await?;
             return Err(e);
         }
     };
@@ -198,7 +195,7 @@ async fn execute(
     if let Some((s, _)) = sinks.focus_1_2 {
         staged.push(s);
     }
-    staged.push(quarantine_table);
+    staged.push(sinks.quarantine);
     for s in staged {
         let name = s.name();
         let span = info_span!("commit", table = name);
@@ -242,7 +239,6 @@ async fn ingest(
     schema: &FocusSchema,
     all_formats: &[Format],
     sinks: &mut Sinks,
-    quarantine_table: &mut Staged,
     m: &mut Manifest,
 ) -> Result<BTreeSet<PartitionKey>> {
     let mut source_totals: BTreeMap<TotalKey, i128> = BTreeMap::new();
@@ -296,16 +292,11 @@ async fn ingest(
                 sinks,
             )
             .await?;
-            if !o.quarantined.is_empty() {
-                quarantine_table
-                    .write(quarantine::to_batch(&o.quarantined))
-                    .await?;
-            }
             info!(
                 file = %file.url,
                 rows = o.source.rows,
                 written = o.rows_written,
-                quarantined = o.quarantined.len(),
+                quarantined = o.quarantine.rows,
                 ms = t0.elapsed().as_millis() as u64,
                 "file normalized"
             );
@@ -330,7 +321,7 @@ async fn ingest(
                 ingestion_id: o.ingestion_id.clone(),
                 rows_read: o.source.rows,
                 rows_written: o.rows_written,
-                rows_quarantined: o.quarantined.len() as u64,
+                rows_quarantined: o.quarantine.rows,
                 rows_folded: o.folded.clone(),
                 rows_derived: o.derived.clone(),
                 ignored_columns: ignored,
@@ -341,15 +332,13 @@ async fn ingest(
             for (k, v) in &o.written_totals {
                 *written.entry(k.clone()).or_default() += v;
             }
-            for q in &o.quarantined {
-                if let Some(a) = q.amount {
-                    *quarantined
-                        .entry((q.period_start.clone(), q.currency.clone()))
-                        .or_default() += a;
-                }
-                *m.quarantined_by_rule.entry(q.rule.clone()).or_default() += 1;
-                partitions.insert((q.provider.clone(), q.account.clone(), q.period.clone()));
+            for (k, v) in &o.quarantine.amounts {
+                *quarantined.entry(k.clone()).or_default() += v;
             }
+            for (r, n) in &o.quarantine.by_rule {
+                *m.quarantined_by_rule.entry(r.clone()).or_default() += n;
+            }
+            partitions.extend(o.quarantine.partitions.iter().cloned());
             partitions.extend(o.partitions.iter().cloned());
             for (r, n) in &o.warnings {
                 *m.warnings_by_rule.entry(r.clone()).or_default() += n;
@@ -357,7 +346,7 @@ async fn ingest(
             m.totals.files += 1;
             m.totals.rows_read += o.source.rows;
             m.totals.rows_written += o.rows_written;
-            m.totals.rows_quarantined += o.quarantined.len() as u64;
+            m.totals.rows_quarantined += o.quarantine.rows;
             m.totals.rows_folded += o.folded.values().sum::<u64>();
             m.totals.rows_derived += o.derived.values().sum::<u64>();
             m.totals.unparseable_source_amounts += o.source.unparseable_amounts;

@@ -245,6 +245,9 @@ pub fn arrow_schema(table: &DeltaTable) -> Option<SchemaRef> {
         .map(|s| Arc::clone(&s.snapshot().arrow_schema()))
 }
 
+/// Rows per Parquet row group in the tables tally writes.
+pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+
 /// A table being written by a run: files staged, commit pending.
 pub struct Staged {
     name: &'static str,
@@ -260,7 +263,16 @@ impl Staged {
     pub async fn open(root: &str, name: &'static str, schema: &SchemaRef) -> Result<Staged> {
         let url = table_url(root, name)?;
         let table = open_or_create(&url, schema).await?;
-        let writer = RecordBatchWriter::for_table(&table).map_err(|e| terr(url.as_str(), e))?;
+        // Bounded row groups keep the writer's buffer small however large the export: the
+        // default (1M rows per row group) would hold a million rows in memory per open file.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_max_row_group_bytes(Some(64 * 1024 * 1024))
+            .build();
+        let writer = RecordBatchWriter::for_table(&table)
+            .map_err(|e| terr(url.as_str(), e))?
+            .with_writer_properties(props);
         Ok(Staged {
             name,
             url,
