@@ -104,3 +104,39 @@ pub fn scalar(batches: &[RecordBatch]) -> String {
     assert_eq!(l.len(), 1, "expected one row, got {l:?}");
     l[0].clone()
 }
+
+/// The `tally` binary built for these tests.
+pub fn tally_cmd() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
+}
+
+/// `tally run --source <src> --output <out>` as a separate process.
+pub fn run_one_off(src: &Path, out: &Path) -> std::process::Output {
+    tally_cmd()
+        .args([
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+}
+
+/// Every Parquet file below `dir`, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(parquet_files(&p));
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}

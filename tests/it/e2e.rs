@@ -200,7 +200,7 @@ async fn focus_1_2_projection_has_the_1_2_columns() {
 }
 
 fn tally() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tally"))
+    tally_cmd()
 }
 
 #[test]
@@ -252,16 +252,7 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
     assert_ne!(bad, lines[2]);
     lines[2] = bad;
     std::fs::write(&src, lines.join("\n") + "\n").unwrap();
-    let o = tally()
-        .args([
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = run_one_off(&src, &out);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -305,23 +296,14 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
     let out = dir.path().join("out");
     let src = root().join("sample-data/aws/cur-athena");
     // A good run first: version 1 of every table.
-    let o = tally()
-        .args([
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = run_one_off(&src, &out);
     assert_eq!(
         o.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let files_before = count_parquet(&out);
+    let files_before = parquet_files(&out).len();
 
     // The same export through a mapping that drops tax from BilledCost.
     let res = dir.path().join("res");
@@ -378,7 +360,7 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
             "{t}: versions 0 and 1 only"
         );
     }
-    assert_eq!(count_parquet(&out), files_before);
+    assert_eq!(parquet_files(&out).len(), files_before);
     // The failed run still leaves a manifest that says why.
     let manifests: Vec<String> = std::fs::read_dir(out.join("_tally/manifests"))
         .unwrap()
@@ -389,73 +371,4 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
             .iter()
             .any(|m| m.contains("\"status\": \"failed\"") && m.contains("reconciliation failed"))
     );
-}
-
-fn count_parquet(dir: &std::path::Path) -> usize {
-    let mut n = 0;
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            n += count_parquet(&p);
-        } else if p.extension().is_some_and(|x| x == "parquet") {
-            n += 1;
-        }
-    }
-    n
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn csv_gzip_and_a_byte_order_mark_read_the_same_rows() {
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let plain =
-        std::fs::read(root().join("sample-data/focus/focus_1_2_aws_generated.csv")).unwrap();
-    let mut bom = b"\xef\xbb\xbf".to_vec();
-    bom.extend_from_slice(&plain);
-    std::fs::write(dir.path().join("bom.csv"), &bom).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&bom).unwrap();
-    std::fs::write(dir.path().join("bom.csv.gz"), gz.finish().unwrap()).unwrap();
-    let mut seen = Vec::new();
-    for name in ["bom.csv", "bom.csv.gz"] {
-        let out = dir.path().join(format!("out-{name}"));
-        let m = run_job(
-            dir.path(),
-            &one_source_job(&dir.path().join(name), &out, None),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            m.inputs[0].format, "focus",
-            "the BOM does not hide the header"
-        );
-        assert_eq!(m.totals.rows_written, 200);
-        seen.push(lines(
-            &query(
-                &out,
-                "SELECT count(*), sum(BilledCost), min(BillingAccountId) FROM cost_and_usage",
-            )
-            .await,
-        ));
-    }
-    assert_eq!(seen[0], seen[1]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_focus_1_4_parquet_export_passes_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let src = root().join("tests/data/focus_native/focus_1_4_cost_and_usage_synthetic.parquet");
-    let m = run_job(dir.path(), &one_source_job(&src, &out, None))
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            m.totals.rows_read,
-            m.totals.rows_written,
-            m.totals.rows_quarantined
-        ),
-        (200, 200, 0)
-    );
-    assert!(m.reconciliation.iter().all(|r| r.status == "match"));
 }

@@ -104,12 +104,10 @@ async fn a_restated_month_replaces_exactly_its_partition() {
     let before = lines(&query(&out, by_period).await);
     assert_eq!(before.len(), 2, "{before:?}");
     let nov_files = |out: &Path| {
-        let mut v: Vec<_> = walk(&out.join("cost_and_usage"))
+        parquet_files(&out.join("cost_and_usage"))
             .into_iter()
             .filter(|p| p.contains("x_BillingPeriod=2023-11"))
-            .collect();
-        v.sort();
-        v
+            .collect::<Vec<_>>()
     };
     let nov_before = nov_files(&out);
 
@@ -152,19 +150,4 @@ async fn a_restated_month_replaces_exactly_its_partition() {
         nov_before,
         "November's data files are the same files"
     );
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
 }
