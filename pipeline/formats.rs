@@ -15,6 +15,7 @@
 //! | `@null_values` | extra spellings of NULL besides the empty string (e.g. `NULL`) |
 //! | `@source_total` | the source's own cost column, summed for the reconciliation |
 //! | `@source_currency`, `@source_period`, `@source_account` | how the source groups that total |
+//! | `@source_period_grain` | `month` when `@source_period` is a usage time, not a billing period start |
 
 use std::collections::BTreeMap;
 
@@ -26,6 +27,9 @@ use crate::resources;
 pub enum Layout {
     /// Columns as in the file.
     Plain,
+    /// OCI cost reports: `lineItem/referenceNo` headers become `line_item_reference_no`, and
+    /// the `tags/<namespace>.<key>` columns fold into a `tags` JSON column (keys as OCI writes them).
+    OciCost,
     /// AWS CUR: legacy `lineItem/UnblendedCost` headers become `line_item_unblended_cost`
     /// (the Athena/CUR 2.0 spelling, ARN → `a_r_n`), CUR 2.0's `product` map is flattened into
     /// `product_<key>` columns and resource tags (columns or map) are folded into a `tags`
@@ -64,6 +68,9 @@ pub struct Format {
     pub source_period: String,
     /// Partition of pre-SQL quarantined rows: billing account column.
     pub source_account: String,
+    /// When the source has no billing period column: `month` keys the source total by the
+    /// calendar month of `source_period` (the mapping must derive BillingPeriodStart the same way).
+    pub source_period_grain: Option<String>,
 }
 
 impl Format {
@@ -105,6 +112,7 @@ impl Format {
         let layout = match one("layout")?.as_str() {
             "plain" => Layout::Plain,
             "aws_cur" => Layout::AwsCur,
+            "oci_cost" => Layout::OciCost,
             other => return Err(bad(format!("unknown @layout {other:?}"))),
         };
         let f = Format {
@@ -121,6 +129,7 @@ impl Format {
             source_currency: one("source_currency")?,
             source_period: one("source_period")?,
             source_account: one("source_account")?,
+            source_period_grain: h.get("source_period_grain").cloned(),
             sql,
         };
         if f.detect.is_empty() {

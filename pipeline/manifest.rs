@@ -133,6 +133,8 @@ pub struct PartitionInfo {
 /// One reconciliation line.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Reconciliation {
+    /// Provider slug (`x_SourceProvider`).
+    pub provider: String,
     /// BillingPeriodStart, RFC 3339.
     pub billing_period_start: String,
     /// Currency.

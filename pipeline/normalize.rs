@@ -113,7 +113,11 @@ impl QuarantineSummary {
         if let Some(a) = q.amount {
             *self
                 .amounts
-                .entry((q.period_start.clone(), q.currency.clone()))
+                .entry((
+                    q.provider.clone(),
+                    q.period_start.clone(),
+                    q.currency.clone(),
+                ))
                 .or_default() += a;
         }
         self.partitions
@@ -586,6 +590,7 @@ fn split_batch(
         .expect("i64");
     let key = |r: usize| -> TotalKey {
         (
+            provider.value(r).to_string(),
             if period.is_null(r) {
                 "unknown".into()
             } else {
@@ -639,7 +644,7 @@ fn split_batch(
                 .ok()
                 .and_then(|ci| arrow::util::display::array_value_to_string(bad.column(ci), k).ok())
                 .filter(|v| !v.is_empty());
-            let (ps, cur) = key(*r);
+            let (_, ps, cur) = key(*r);
             outcome.quarantined.push(QuarantineRow {
                 provider: provider.value(*r).to_string(),
                 format: outcome.format.clone(),

@@ -28,6 +28,7 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "schemas/focus_1_4_service_subcategories.psv",
     "sql/normalize/aws_cur.sql",
     "sql/normalize/focus.sql",
+    "sql/normalize/oci_cost.sql",
     "sql/projections/focus_1_2.sql",
     "sql/checks/commitment_balance.sql",
 ];

@@ -374,7 +374,8 @@ async fn ingest(
             .iter()
             .map(|r| {
                 format!(
-                    "{} {}: source {} ≠ written {} + quarantined {} (difference {})",
+                    "{} {} {}: source {} ≠ written {} + quarantined {} (difference {})",
+                    r.provider,
                     r.billing_period_start,
                     r.currency,
                     r.source_total,
@@ -446,8 +447,9 @@ pub fn reconcile(
             let q = quarantined.get(k).copied().unwrap_or(0);
             let d = s - w - q;
             Reconciliation {
-                billing_period_start: k.0.clone(),
-                currency: k.1.clone(),
+                provider: k.0.clone(),
+                billing_period_start: k.1.clone(),
+                currency: k.2.clone(),
                 source_total: decimal::format(s),
                 billed_cost_written: decimal::format(w),
                 quarantined: decimal::format(q),

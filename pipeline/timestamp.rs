@@ -14,6 +14,7 @@ pub fn parse_micros(text: &str) -> Result<i64, String> {
         return Ok(dt.timestamp_micros());
     }
     for fmt in [
+        "%Y-%m-%dT%H:%MZ",
         "%Y-%m-%dT%H:%M:%S%.fZ",
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
@@ -53,6 +54,20 @@ pub fn format_micros(micros: i64) -> String {
     }
 }
 
+/// The first instant of the calendar month (UTC) an instant falls in.
+pub fn month_start(micros: i64) -> i64 {
+    use chrono::Datelike;
+    DateTime::from_timestamp_micros(micros)
+        .and_then(|dt| NaiveDate::from_ymd_opt(dt.year(), dt.month(), 1))
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp_micros()
+        })
+        .unwrap_or(micros)
+}
+
 /// `YYYY-MM` of an instant, the billing-period partition value.
 pub fn year_month(micros: i64) -> String {
     DateTime::from_timestamp_micros(micros)
@@ -71,6 +86,7 @@ mod tests {
         for s in [
             "2023-11-01T00:00:00Z",
             "2023-11-01T00:00:00.000Z",
+            "2023-11-01T00:00Z",
             "2023-11-01 00:00:00",
             "2023-11-01T00:00:00",
             "2023-11-01T01:00:00+01:00",

@@ -353,6 +353,7 @@ async fn load_file(
         source_currency: "BillingCurrency".into(),
         source_period: "BillingPeriodStart".into(),
         source_account: "BillingAccountId".into(),
+        source_period_grain: None,
     };
     let adapter = Adapter::new(&format, &names);
     let typer = Typer::new(&format, adapter.names(), &names, &file.url, "");

@@ -1,8 +1,9 @@
 //! Layout adapters: bring a provider's raw columns into the one shape its SQL expects.
 //!
-//! Only the AWS CUR needs one. Its three layouts differ in spelling, not meaning:
-//! legacy CSV `lineItem/UnblendedCost`, Athena/Parquet `line_item_unblended_cost` (ARN as
-//! `a_r_n`) and CUR 2.0 (snake_case plus `product` and `resource_tags` maps).
+//! The AWS CUR's three layouts differ in spelling, not meaning: legacy CSV
+//! `lineItem/UnblendedCost`, Athena/Parquet `line_item_unblended_cost` (ARN as `a_r_n`) and
+//! CUR 2.0 (snake_case plus `product` and `resource_tags` maps). OCI cost reports use the same
+//! `group/name` headers with one column per tag (`tags/<namespace>.<key>`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::formats::{Format, Layout};
 pub fn canonical_name(layout: Layout, name: &str) -> String {
     match layout {
         Layout::Plain => name.to_string(),
-        Layout::AwsCur => aws_snake_case(name),
+        Layout::AwsCur | Layout::OciCost => aws_snake_case(name),
     }
 }
 
@@ -90,6 +91,13 @@ impl Adapter {
         let mut tag_sources = Vec::new();
         let mut product_map = None;
         let mut product_fill = Vec::new();
+        if format.layout == Layout::OciCost {
+            for (i, orig) in names.iter().enumerate() {
+                if let Some(k) = orig.strip_prefix("tags/") {
+                    tag_sources.push((i, TagSource::Column(k.to_string())));
+                }
+            }
+        }
         if format.layout == Layout::AwsCur {
             for (i, (orig, canon)) in names.iter().zip(&renamed).enumerate() {
                 if let Some(k) = orig.strip_prefix("resourceTags/") {
@@ -134,11 +142,11 @@ impl Adapter {
             .map(|n| Field::new(n, DataType::Utf8, true))
             .collect();
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
+        if !self.tag_sources.is_empty() && !self.renamed.iter().any(|n| n == "tags") {
+            fields.push(Field::new("tags", DataType::Utf8, true));
+            cols.push(Arc::new(self.fold_tags(batch)));
+        }
         if self.layout == Layout::AwsCur {
-            if !self.tag_sources.is_empty() && !self.renamed.iter().any(|n| n == "tags") {
-                fields.push(Field::new("tags", DataType::Utf8, true));
-                cols.push(Arc::new(self.fold_tags(batch)));
-            }
             if let Some(pm) = self.product_map {
                 let map = batch
                     .column(pm)

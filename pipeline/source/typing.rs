@@ -31,8 +31,8 @@ enum Kind {
     Timestamp,
 }
 
-/// Reconciliation key: (billing period start RFC 3339, currency).
-pub type TotalKey = (String, String);
+/// Reconciliation key: (provider, billing period start RFC 3339, currency).
+pub type TotalKey = (String, String, String);
 
 /// Per-file facts gathered while typing.
 #[derive(Debug, Default, Clone)]
@@ -56,6 +56,7 @@ pub struct Typer {
     currency: Option<usize>,
     period: Option<usize>,
     account: Option<usize>,
+    monthly: bool,
     provider: String,
     format: String,
     file: String,
@@ -116,6 +117,7 @@ impl Typer {
             currency: idx(&format.source_currency),
             period: idx(&format.source_period),
             account: idx(&format.source_account),
+            monthly: format.source_period_grain.as_deref() == Some("month"),
             provider: format.provider.clone(),
             format: format.name.clone(),
             file: file.to_string(),
@@ -225,6 +227,13 @@ impl Typer {
                 .period
                 .and_then(|i| self.text(text_col(i), r))
                 .and_then(|t| timestamp::parse_micros(t).ok())
+                .map(|m| {
+                    if self.monthly {
+                        timestamp::month_start(m)
+                    } else {
+                        m
+                    }
+                })
                 .map(timestamp::format_micros)
                 .unwrap_or_else(|| "unknown".into());
             let currency = self
@@ -232,7 +241,7 @@ impl Typer {
                 .and_then(|i| self.text(text_col(i), r))
                 .unwrap_or("unknown")
                 .to_string();
-            let key = (period, currency);
+            let key = (self.provider.clone(), period, currency);
             match amount {
                 Some(a) => *tally.totals.entry(key.clone()).or_default() += a,
                 None if self.total.and_then(|i| self.text(text_col(i), r)).is_some() => {
@@ -261,10 +270,10 @@ impl Typer {
                 .and_then(|i| self.text(text_col(i), r))
                 .unwrap_or("unknown")
                 .to_string();
-            let period = if key.0 == "unknown" {
+            let period = if key.1 == "unknown" {
                 "unknown".to_string()
             } else {
-                key.0[..7].to_string()
+                key.1[..7].to_string()
             };
             quarantine.push(QuarantineRow {
                 provider: self.provider.clone(),
@@ -283,8 +292,8 @@ impl Typer {
                 record: self.record_json(batch, r),
                 account,
                 period,
-                period_start: key.0.clone(),
-                currency: key.1.clone(),
+                period_start: key.1.clone(),
+                currency: key.2.clone(),
                 amount: *amount,
                 ingestion_id: self.ingestion_id.clone(),
             });

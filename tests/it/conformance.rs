@@ -160,6 +160,18 @@ async fn aws_cur2_conforms() {
     check_format(&root().join("sample-data/aws/cur2"), "aws_cur", &[]).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn oci_cost_report_conforms() {
+    let why =
+        "OCI cost reports carry no invoice id, so InvoiceId is null; the validator demands one";
+    check_format(
+        &root().join("sample-data/oci"),
+        "oci_cost",
+        &[("InvoiceId-C-005-C", why)],
+    )
+    .await;
+}
+
 /// FOCUS 1.2 and 1.3 exports shaped like AWS, Azure and GCP's (focus-data-toolkit, MIT),
 /// upgraded to 1.4 and projected back to 1.2.
 #[tokio::test(flavor = "multi_thread")]
