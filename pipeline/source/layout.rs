@@ -74,7 +74,6 @@ fn aws_tag_key(raw: &str) -> String {
 
 /// A prepared adapter for one file's header.
 pub struct Adapter {
-    layout: Layout,
     renamed: Vec<String>,
     tag_sources: Vec<(usize, TagSource)>,
     product_map: Option<usize>,
@@ -121,7 +120,6 @@ impl Adapter {
             }
         }
         Adapter {
-            layout: format.layout,
             renamed,
             tag_sources,
             product_map,
@@ -146,25 +144,24 @@ impl Adapter {
             fields.push(Field::new("tags", DataType::Utf8, true));
             cols.push(Arc::new(self.fold_tags(batch)));
         }
-        if self.layout == Layout::AwsCur {
-            if let Some(pm) = self.product_map {
-                let map = batch
-                    .column(pm)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("text");
-                for (col, key) in &self.product_fill {
-                    let mut b = StringBuilder::with_capacity(map.len(), map.len() * 8);
-                    for r in 0..map.len() {
-                        let v = (!map.is_null(r))
-                            .then(|| serde_json::from_str::<serde_json::Value>(map.value(r)).ok())
-                            .flatten()
-                            .and_then(|v| v.get(key).and_then(json_scalar_text));
-                        b.append_option(v.filter(|s| !s.is_empty()));
-                    }
-                    fields.push(Field::new(col, DataType::Utf8, true));
-                    cols.push(Arc::new(b.finish()));
+        // Only CUR 2.0 has a product map.
+        if let Some(pm) = self.product_map {
+            let map = batch
+                .column(pm)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("text");
+            for (col, key) in &self.product_fill {
+                let mut b = StringBuilder::with_capacity(map.len(), map.len() * 8);
+                for r in 0..map.len() {
+                    let v = (!map.is_null(r))
+                        .then(|| serde_json::from_str::<serde_json::Value>(map.value(r)).ok())
+                        .flatten()
+                        .and_then(|v| v.get(key).and_then(json_scalar_text));
+                    b.append_option(v.filter(|s| !s.is_empty()));
                 }
+                fields.push(Field::new(col, DataType::Utf8, true));
+                cols.push(Arc::new(b.finish()));
             }
         }
         let schema: SchemaRef = Arc::new(Schema::new(fields));
