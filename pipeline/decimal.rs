@@ -149,8 +149,8 @@ fn ulp(scale: u32) -> i256 {
 /// Does `cost = price × quantity` hold, to the precision the cost was printed with?
 ///
 /// The product is computed exactly (at scale 36, in 256 bits) and the identity holds when the
-/// cost equals it rounded to the cost's last significant decimal place: |cost − price × quantity|
-/// ≤ ½ unit in that place. A cost off by one unit in its last place therefore fails; so does a
+/// cost equals it rounded to the cost's last significant decimal place, or to the cent when the
+/// cost has fewer decimals ([`MIN_COST_SCALE`]): |cost − price × quantity| ≤ ½ unit in that place. A cost off by one unit in its last place therefore fails; so does a
 /// provider's cost that was rounded from a quantity more precise than the one it printed (AWS
 /// does this on aggregated line items: see the README).
 pub fn identity_holds(cost: i128, price: i128, quantity: i128) -> bool {
@@ -161,8 +161,25 @@ pub fn identity_holds(cost: i128, price: i128, quantity: i128) -> bool {
         .wrapping_sub(product)
         .wrapping_abs()
         .wrapping_mul(i256::from_i128(2));
-    twice_diff <= ulp(used_scale(cost)).wrapping_mul(one)
+    twice_diff <= ulp(used_scale(cost).max(MIN_COST_SCALE)).wrapping_mul(one)
 }
+
+/// Adds `v` to the sum kept under `key`; an overflow of Decimal128 is an error, never a wrap.
+pub fn accumulate<K: Ord>(
+    sums: &mut std::collections::BTreeMap<K, i128>,
+    key: K,
+    v: i128,
+) -> Result<(), String> {
+    let e = sums.entry(key).or_default();
+    *e = e
+        .checked_add(v)
+        .ok_or_else(|| "a money sum overflowed Decimal128(38,18)".to_string())?;
+    Ok(())
+}
+
+/// Costs are taken to be printed to at least this many decimal places: the trailing zeros of a
+/// value are gone once it is parsed, so "10.00" and "10" must not allow ±0.5.
+pub const MIN_COST_SCALE: u32 = 2;
 
 #[cfg(test)]
 mod tests {
@@ -245,6 +262,20 @@ mod tests {
             p("0.1214012512")
         ));
         assert!(identity_holds(0, 0, p("5")));
+        // trailing zeros are gone after parsing: a whole-number or zero cost is held to the cent
+        assert!(
+            !identity_holds(p("10.00"), p("0.52"), p("20")),
+            "10.00 is not 0.52 × 20 = 10.40"
+        );
+        assert!(identity_holds(p("10.40"), p("0.52"), p("20")));
+        assert!(
+            !identity_holds(0, p("0.1"), p("3")),
+            "a zero cost with a 0.30 product"
+        );
+        assert!(
+            identity_holds(p("0.10"), p("0.0333"), p("3")),
+            "0.0999 rounds to the cent"
+        );
         assert!(identity_holds(p("-0.06"), p("0.02"), p("-3")));
     }
 

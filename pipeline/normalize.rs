@@ -104,6 +104,8 @@ pub struct QuarantineSummary {
     pub amounts: BTreeMap<TotalKey, i128>,
     /// Partitions they belong to.
     pub partitions: BTreeSet<PartitionKey>,
+    /// A sum of amounts overflowed Decimal128 (the run fails).
+    pub overflowed: bool,
 }
 
 impl QuarantineSummary {
@@ -111,14 +113,14 @@ impl QuarantineSummary {
         self.rows += 1;
         *self.by_rule.entry(q.rule.clone()).or_default() += 1;
         if let Some(a) = q.amount {
-            *self
-                .amounts
-                .entry((
-                    q.provider.clone(),
-                    q.period_start.clone(),
-                    q.currency.clone(),
-                ))
-                .or_default() += a;
+            let key = (
+                q.provider.clone(),
+                q.period_start.clone(),
+                q.currency.clone(),
+            );
+            if crate::decimal::accumulate(&mut self.amounts, key, a).is_err() {
+                self.overflowed = true;
+            }
         }
         self.partitions
             .insert((q.provider.clone(), q.account.clone(), q.period.clone()));
@@ -253,6 +255,24 @@ fn check_sql(
                 f.data_type()
             )));
         }
+        let wants = schema.column(n).map(|c| c.ty);
+        let typed_ok = match wants {
+            Some(crate::schema::FocusType::Decimal) => {
+                matches!(f.data_type(), DataType::Decimal128(_, _) | DataType::Null)
+                    || f.data_type().is_integer()
+            }
+            Some(crate::schema::FocusType::DateTime) => {
+                matches!(f.data_type(), DataType::Timestamp(_, _) | DataType::Null)
+            }
+            _ => true,
+        };
+        if !typed_ok {
+            return Err(bad(format!(
+                "outputs {n} as {}; a {:?} column must come out of the mapping already typed (declare its source column @decimal or @timestamp)",
+                f.data_type(),
+                wants.expect("checked above")
+            )));
+        }
         if let DataType::Decimal128(_, s) = f.data_type()
             && *s > crate::decimal::SCALE
         {
@@ -278,6 +298,8 @@ fn check_sql(
             "x_BillingPeriod" => "to_char(BillingPeriodStart, '%Y-%m')".into(),
             name => match mapped.field_with_name(name) {
                 Ok(f) if f.data_type() == &target => name.to_string(),
+                // Casting text would round decimals silently (or fail the whole run): a mapping
+                // must hand over decimals and timestamps typed (see the check above).
                 Ok(_) => format!("arrow_cast({name}, {})", sql_str(&target.to_string())),
                 Err(_) => format!("arrow_cast(NULL, {})", sql_str(&target.to_string())),
             },
@@ -524,6 +546,7 @@ fn split_batch(
         .expect("derived column is Utf8");
     let mut keep = vec![true; n];
     let mut failed: Vec<Option<usize>> = vec![None; n];
+    let mut warned: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (i, sev) in severities.iter().enumerate() {
         let flags = b
             .column(n_out + 2 + i)
@@ -538,12 +561,7 @@ fn split_batch(
                             *first_failure = Some(i);
                         }
                     }
-                    Severity::Warn => {
-                        *outcome
-                            .warnings
-                            .entry(schema.rules[i].id.clone())
-                            .or_default() += 1
-                    }
+                    Severity::Warn => warned[r].push(i),
                 }
             }
         }
@@ -623,7 +641,14 @@ fn split_batch(
             } else {
                 billed.value(r)
             };
-            *outcome.written_totals.entry(key(r)).or_default() += amount;
+            crate::decimal::accumulate(&mut outcome.written_totals, key(r), amount)
+                .map_err(TallyError::Integrity)?;
+            for i in &warned[r] {
+                *outcome
+                    .warnings
+                    .entry(schema.rules[*i].id.clone())
+                    .or_default() += 1;
+            }
             outcome.partitions.insert((
                 provider.value(r).to_string(),
                 account.value(r).to_string(),

@@ -38,7 +38,7 @@ pub async fn session_for(root: &str, version: Option<u64>) -> Result<SessionCont
         } else {
             None
         };
-        if table::register(&ctx, name, &url, v).await.unwrap_or(false) {
+        if table::register(&ctx, name, &url, v).await? {
             any = true;
         }
     }

@@ -177,31 +177,35 @@ async fn execute(
         sinks.focus_1_2 = Some((staged, projection));
     }
     let result = ingest(job, schema, &all_formats, &mut sinks, m).await;
-    let partitions = match result {
-        Ok(p) => p,
-        Err(e) => {
-            // Nothing was committed: remove the files staged so far.
-            sinks.cost.abandon().await?;
-            if let Some((s, _)) = sinks.focus_1_2 {
-                s.abandon().await?;
-            }
-            sinks.quarantine.abandon().await?;
-            return Err(e);
-        }
-    };
-
-    // Commit: every partition any input touched is replaced as a unit, table by table.
     let mut staged = vec![sinks.cost];
     if let Some((s, _)) = sinks.focus_1_2 {
         staged.push(s);
     }
     staged.push(sinks.quarantine);
-    for s in staged {
+    let partitions = match result {
+        Ok(p) => p,
+        Err(e) => {
+            // Nothing was committed: remove the files staged so far, and report the run's own error.
+            abandon_all(staged).await;
+            return Err(e);
+        }
+    };
+
+    // Commit: every partition any input touched is replaced as a unit, table by table. The
+    // manifest records each table as it commits, so a failure part-way says which did.
+    let mut pending = staged.into_iter();
+    while let Some(s) = pending.next() {
         let name = s.name();
         let span = info_span!("commit", table = name);
         let _g = span.enter();
         let rows = s.rows();
-        let (t, hashes) = s.commit(&partitions, run_id).await?;
+        let (t, hashes) = match s.commit(&partitions, run_id).await {
+            Ok(done) => done,
+            Err(e) => {
+                abandon_all(pending.collect()).await;
+                return Err(e);
+            }
+        };
         let stats = table::partition_stats(&t)?;
         let parts = partitions
             .iter()
@@ -233,6 +237,17 @@ async fn execute(
     Ok(())
 }
 
+/// Deletes what the given tables staged; failures to clean up are logged, not returned, so the
+/// error that stopped the run is the one reported.
+async fn abandon_all(staged: Vec<Staged>) {
+    for s in staged {
+        let name = s.name();
+        if let Err(e) = s.abandon().await {
+            warn!(table = name, error = %e, "could not remove staged files (VACUUM will)");
+        }
+    }
+}
+
 /// Reads every input into the staged tables and reconciles; returns the partitions touched.
 async fn ingest(
     job: &Job,
@@ -245,6 +260,7 @@ async fn ingest(
     let mut written: BTreeMap<TotalKey, i128> = BTreeMap::new();
     let mut quarantined: BTreeMap<TotalKey, i128> = BTreeMap::new();
     let mut partitions: BTreeSet<PartitionKey> = BTreeSet::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for source in &job.sources {
         let span = info_span!("source", name = %source.name);
         let _g = span.enter();
@@ -258,6 +274,15 @@ async fn ingest(
         }
         let bar = progress::files_bar(files.len() as u64, &source.name);
         for file in files {
+            if let Some(other) = seen.insert(file.url.clone(), source.name.clone()) {
+                return Err(TallyError::Job {
+                    path: job.job.name.clone().into(),
+                    message: format!(
+                        "{} is read by both source {other:?} and source {:?}; a file may be ingested once per run",
+                        file.url, source.name
+                    ),
+                });
+            }
             let t0 = std::time::Instant::now();
             let names = normalize::header(&loc, &file).await?;
             let (format, detected): (Format, bool) = match &source.format {
@@ -326,14 +351,23 @@ async fn ingest(
                 rows_derived: o.derived.clone(),
                 ignored_columns: ignored,
             });
-            for (k, v) in &o.source.totals {
-                *source_totals.entry(k.clone()).or_default() += v;
+            let overflow = || {
+                TallyError::Integrity(format!(
+                    "{}: a money sum overflowed Decimal128(38,18)",
+                    file.url
+                ))
+            };
+            if o.source.overflowed || o.quarantine.overflowed {
+                return Err(overflow());
             }
-            for (k, v) in &o.written_totals {
-                *written.entry(k.clone()).or_default() += v;
-            }
-            for (k, v) in &o.quarantine.amounts {
-                *quarantined.entry(k.clone()).or_default() += v;
+            for (sums, part) in [
+                (&mut source_totals, &o.source.totals),
+                (&mut written, &o.written_totals),
+                (&mut quarantined, &o.quarantine.amounts),
+            ] {
+                for (k, v) in part {
+                    decimal::accumulate(sums, k.clone(), *v).map_err(|_| overflow())?;
+                }
             }
             for (r, n) in &o.quarantine.by_rule {
                 *m.quarantined_by_rule.entry(r.clone()).or_default() += n;
@@ -420,11 +454,11 @@ fn ingestion_id(file: &storage::DiscoveredFile, format: &Format) -> String {
         h.update(part.as_bytes());
         h.update([0]);
     }
-    for (p, s) in resources::used_hashes() {
-        if p.starts_with("schemas/") {
-            h.update(p.as_bytes());
-            h.update(s.as_bytes());
-        }
+    // Every schema file, whether or not this run has loaded it yet: the id must not depend on
+    // the order files and options make tally load them.
+    for path in resources::list("schemas/") {
+        h.update(path.as_bytes());
+        h.update(resources::load(path).unwrap_or_default().as_bytes());
     }
     hex::encode(h.finalize())[..32].to_string()
 }

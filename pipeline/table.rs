@@ -314,11 +314,17 @@ impl Staged {
             .await
             .map_err(|e| terr(self.url.as_str(), e))?;
         let store = self.table.object_store();
+        let mut first_error = None;
         for a in adds {
             let path = deltalake::Path::parse(&a.path).map_err(|e| terr(self.url.as_str(), e))?;
-            let _ = store.delete(&path).await;
+            if let Err(e) = store.delete(&path).await {
+                first_error.get_or_insert(terr(
+                    self.url.as_str(),
+                    format!("delete staged {}: {e}", a.path),
+                ));
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Commits the staged files, replacing exactly the partitions `keys`, in one log entry.

@@ -102,7 +102,8 @@ pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<Str
     let url = file.url.clone();
     tokio::task::spawn_blocking(move || {
         let r = StreamRead::new(rt, stream);
-        let mut d = std::io::BufReader::new(decoder(kind, r));
+        // A header longer than 1 MiB is not a header (binary data, or CR-only line ends).
+        let mut d = std::io::BufReader::new(decoder(kind, r).take(1 << 20));
         let mut line = Vec::new();
         std::io::BufRead::read_until(&mut d, b'\n', &mut line).map_err(|e| {
             TallyError::BadFile {

@@ -43,6 +43,8 @@ pub struct SourceTally {
     pub totals: BTreeMap<TotalKey, i128>,
     /// Rows whose source cost could not be parsed (they are quarantined).
     pub unparseable_amounts: u64,
+    /// A sum overflowed Decimal128 (the run fails rather than wrap).
+    pub overflowed: bool,
 }
 
 /// The typing plan for one file.
@@ -243,7 +245,11 @@ impl Typer {
                 .to_string();
             let key = (self.provider.clone(), period, currency);
             match amount {
-                Some(a) => *tally.totals.entry(key.clone()).or_default() += a,
+                Some(a) => {
+                    if crate::decimal::accumulate(&mut tally.totals, key.clone(), a).is_err() {
+                        tally.overflowed = true;
+                    }
+                }
                 None if self.total.and_then(|i| self.text(text_col(i), r)).is_some() => {
                     tally.unparseable_amounts += 1
                 }

@@ -128,11 +128,34 @@ async fn sample_job_runs_and_every_cent_is_accounted_for() {
             > 0
     );
 
-    // Account ids keep their leading zeros and every row carries its lineage.
-    let lineage = scalar(
-        &query(&out, "SELECT count(*) FROM cost_and_usage WHERE x_SourceFile IS NULL OR x_SourceRow IS NULL OR x_IngestionRunId IS NULL OR x_SourceFormat IS NULL").await,
+    // Account ids keep their leading zeros, and every input file's rows carry their lineage.
+    let zeros = scalar(
+        &query(
+            &out,
+            "SELECT count(*) FROM cost_and_usage WHERE BillingAccountId = '012345678901'",
+        )
+        .await,
     );
-    assert_eq!(lineage, "0");
+    assert!(
+        zeros.parse::<u64>().unwrap() > 0,
+        "the hand-made CUR payer 012345678901 kept its leading zero"
+    );
+    let files = scalar(
+        &query(
+            &out,
+            "SELECT count(DISTINCT x_SourceFile) FROM cost_and_usage",
+        )
+        .await,
+    );
+    assert_eq!(files, m.inputs.len().to_string());
+    let last = scalar(
+        &query(
+            &out,
+            &format!("SELECT max(x_SourceRow) FROM cost_and_usage WHERE {file_filter}"),
+        )
+        .await,
+    );
+    assert_eq!(last, "1281", "record numbers count data rows from 1");
 
     // The official FOCUS 1.0 sample spells ChargeFrequency "Usage-based" on some rows: those rows
     // are in quarantine with file, row and column, and that row of the file really says so.

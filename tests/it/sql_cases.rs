@@ -105,7 +105,8 @@ async fn every_sql_case_gives_its_expected_rows() {
                 &query(
                     &out,
                     &format!(
-                        "SELECT {} FROM cost_and_usage ORDER BY x_SourceRow",
+                        // A derived row (e.g. Unused) shares its fee row's record number.
+                        "SELECT {} FROM cost_and_usage ORDER BY x_SourceRow, ChargeCategory",
                         case.expect_cols
                     ),
                 )
@@ -161,13 +162,7 @@ async fn every_sql_case_gives_its_expected_rows() {
                 case.derived
             ));
         }
-        if m.reconciliation.iter().any(|r| r.status != "match") {
-            failures.push(format!(
-                "{}: reconciliation {:?}",
-                path.display(),
-                m.reconciliation
-            ));
-        }
+        // (a reconciliation mismatch fails run_job itself, above)
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
