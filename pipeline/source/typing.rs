@@ -245,11 +245,12 @@ impl Typer {
                 .to_string();
             let key = (self.provider.clone(), period, currency);
             match amount {
-                Some(a) => {
-                    if crate::decimal::accumulate(&mut tally.totals, key.clone(), a).is_err() {
-                        tally.overflowed = true;
-                    }
+                Some(a)
+                    if crate::decimal::accumulate(&mut tally.totals, key.clone(), a).is_err() =>
+                {
+                    tally.overflowed = true;
                 }
+                Some(_) => {}
                 None if self.total.and_then(|i| self.text(text_col(i), r)).is_some() => {
                     tally.unparseable_amounts += 1
                 }
