@@ -4,6 +4,7 @@ mod common;
 mod conformance;
 mod e2e;
 mod idempotence;
+mod s3;
 mod spec_examples;
 mod sql_cases;
 mod strict;

@@ -1,0 +1,213 @@
+//! Object storage for real: a job reads exports from, and writes its Delta tables to, an
+//! S3-compatible server (s3s-fs, started here on 127.0.0.1) through the same code paths as AWS S3.
+//!
+//! s3s-fs is installed by `.ci/run` (`cargo install s3s-fs --version 0.14.1 --features binary`);
+//! it checks request signatures and enforces `If-None-Match: *`, which Delta commits rely on.
+//! Without it these tests fail and say how to install it; `TALLY_SKIP_S3=1` skips them.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const KEY: &str = "tally-test-access";
+const SECRET: &str = "tally-test-secret-0123456789";
+
+struct Server {
+    child: Child,
+    port: u16,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3s_fs() -> Option<PathBuf> {
+    if std::env::var_os("TALLY_SKIP_S3").is_some() {
+        eprintln!("TALLY_SKIP_S3 is set: S3 tests skipped");
+        return None;
+    }
+    let bin = std::env::var_os("TALLY_S3S_FS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo/bin/s3s-fs"));
+    assert!(
+        bin.exists(),
+        "{} not found: cargo install s3s-fs --version 0.14.1 --features binary --locked (or set TALLY_SKIP_S3=1)",
+        bin.display()
+    );
+    Some(bin)
+}
+
+/// Starts s3s-fs on a free loopback port with the given buckets (folders of its root).
+fn start(buckets: &[&str]) -> Option<Server> {
+    let bin = s3s_fs()?;
+    let root = tempfile::tempdir().unwrap();
+    for b in buckets {
+        std::fs::create_dir_all(root.path().join(b)).unwrap();
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            KEY,
+            "--secret-key",
+            SECRET,
+        ])
+        .arg(root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "s3s-fs did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(Server {
+        child,
+        port,
+        _root: root,
+    })
+}
+
+fn env(cmd: &mut Command, port: u16) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false")
+}
+
+/// Puts local files into `s3://bucket/prefix/` through the S3 API.
+async fn upload(port: u16, bucket: &str, prefix: &str, files: &[PathBuf]) {
+    use object_store::ObjectStoreExt;
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_access_key_id(KEY)
+        .with_secret_access_key(SECRET)
+        .with_region("us-east-1")
+        .with_endpoint(format!("http://127.0.0.1:{port}"))
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy();
+        let path = object_store::path::Path::from(format!("{prefix}/{name}"));
+        store
+            .put(&path, std::fs::read(f).unwrap().into())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
+    let Some(server) = start(&["exports", "lake"]) else {
+        return;
+    };
+    let port = server.port;
+    upload(
+        port,
+        "exports",
+        "cur/2023-12",
+        &[root().join("sample-data/aws/cur-athena/cur_athena_2023-12.parquet")],
+    )
+    .await;
+    upload(
+        port,
+        "exports",
+        "cur/2023-11",
+        &[root().join("sample-data/aws/cur1/cur1_sample.csv")],
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("s3.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"s3\"\n[output]\nurl = \"s3://lake/focus\"\n[checks]\ncost_identity = \"warn\"\n\
+         [[source]]\nname = \"cur\"\nurl = \"s3://exports/cur/\"\nformat = \"aws_cur\"\n",
+    )
+    .unwrap();
+    let count = || {
+        let o = env(&mut tally_cmd(), port)
+            .args([
+                "query",
+                "-t",
+                "s3://lake/focus",
+                "--format",
+                "csv",
+                "SELECT count(*) AS n, sum(BilledCost) AS billed FROM cost_and_usage",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    for attempt in 0..2 {
+        let o = env(&mut tally_cmd(), port)
+            .args(["run", job.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "run {attempt}: {err}");
+        assert!(!err.contains(SECRET), "no secret in the logs");
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(stdout.contains("2 files, 1313 rows read"), "{stdout}");
+        // 1281 + 28 rows (4 SavingsPlanNegation lines folded), the same after the rerun.
+        assert_eq!(
+            count(),
+            "n,billed\n1309,378.102858697400000000\n",
+            "after run {attempt}"
+        );
+    }
+}
+
+#[test]
+fn missing_credentials_fail_with_the_store_named_and_exit_4() {
+    let Some(server) = start(&["exports"]) else {
+        return;
+    };
+    let o = tally_cmd()
+        .env("AWS_ACCESS_KEY_ID", KEY)
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", server.port))
+        .env("AWS_ALLOW_HTTP", "true")
+        .args([
+            "run",
+            "--source",
+            "s3://exports/cur/",
+            "--output",
+            "s3://exports/out",
+            "--format",
+            "aws_cur",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("s3://exports"), "{err}");
+    assert!(
+        !err.contains("wrong-secret"),
+        "the secret is not echoed: {err}"
+    );
+}
