@@ -119,7 +119,14 @@ shaped AS (
       WHEN commitment IS NOT NULL AND charge_category = 'Purchase' THEN CAST(0 AS DECIMAL(38, 18))
       ELSE line_item_unblended_cost
     END AS effective_cost,
-    row_kind = 'charge' AND charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL AS priced
+    row_kind = 'charge' AND charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL AS priced,
+    -- FOCUS: no pricing quantity on Tax; always one on Usage and Purchase (a fee without a pricing
+    -- unit counts its usage amount, or 1, in 'Units'; an Unused row takes its fee row's).
+    CASE
+      WHEN charge_category = 'Tax' THEN NULL
+      WHEN unit IS NOT NULL THEN line_item_usage_amount
+      WHEN charge_category IN ('Usage', 'Purchase') THEN coalesce(line_item_usage_amount, CAST(1 AS DECIMAL(38, 18)))
+    END AS pricing_quantity
   FROM charges
 )
 SELECT
@@ -184,8 +191,8 @@ SELECT
   CASE WHEN priced THEN line_item_unblended_rate END AS PricingCurrencyContractedUnitPrice,
   effective_cost AS PricingCurrencyEffectiveCost,
   CASE WHEN priced THEN pricing_public_on_demand_rate END AS PricingCurrencyListUnitPrice,
-  CASE WHEN row_kind = 'charge' AND unit IS NOT NULL THEN line_item_usage_amount END AS PricingQuantity,
-  CASE WHEN row_kind = 'charge' THEN unit END AS PricingUnit,
+  pricing_quantity AS PricingQuantity,
+  CASE WHEN pricing_quantity IS NOT NULL THEN coalesce(unit, 'Units') END AS PricingUnit,
   coalesce(product_region_code, product_region) AS RegionId,
   CASE WHEN coalesce(product_region_code, product_region) IS NOT NULL
     THEN coalesce(product_location, product_region_code, product_region) END AS RegionName,
