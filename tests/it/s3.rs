@@ -211,3 +211,77 @@ fn missing_credentials_fail_with_the_store_named_and_exit_4() {
         "the secret is not echoed: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_racing_for_the_same_partition_never_both_commit_it() {
+    let Some(server) = start(&["exports", "lake"]) else {
+        return;
+    };
+    let port = server.port;
+    upload(
+        port,
+        "exports",
+        "cur",
+        &[root().join("sample-data/aws/cur1/cur1_sample.csv")],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("race.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"race\"\n[output]\nurl = \"s3://lake/focus\"\n[checks]\ncost_identity = \"warn\"\n\
+         [[source]]\nname = \"cur\"\nurl = \"s3://exports/cur/\"\nformat = \"aws_cur\"\n",
+    )
+    .unwrap();
+    // One run first so the tables exist; then two runs of the same job at once.
+    let first = env(&mut tally_cmd(), port)
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let spawn = || {
+        env(&mut tally_cmd(), port)
+            .args(["run", job.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let codes = [a.status.code(), b.status.code()];
+    eprintln!("racing runs exited {codes:?}");
+    assert!(codes.contains(&Some(0)), "one run commits: {codes:?}");
+    for o in [&a, &b] {
+        if o.status.code() != Some(0) {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(
+                o.status.code(),
+                Some(4),
+                "the loser exits as an infrastructure failure: {err}"
+            );
+            assert!(
+                err.to_lowercase().contains("conflict") || err.contains("version"),
+                "{err}"
+            );
+        }
+    }
+    // Whatever the interleaving, the partition holds the export exactly once.
+    let o = env(&mut tally_cmd(), port)
+        .args([
+            "query",
+            "-t",
+            "s3://lake/focus",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT x_SourceRow) AS d FROM cost_and_usage",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "n,d\n1281,1281\n");
+}
