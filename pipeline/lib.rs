@@ -6,6 +6,7 @@
 //! ([`schema`]) in DataFusion, splitting rows into written, [`quarantine`]d and folded;
 //! [`run`] reconciles the money, commits Delta tables ([`table`]) and writes the [`manifest`].
 
+pub mod ai_meters;
 pub mod cloud;
 pub mod decimal;
 pub mod error;

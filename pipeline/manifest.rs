@@ -99,6 +99,8 @@ pub struct Input {
     pub rows_derived: BTreeMap<String, u64>,
     /// Columns of the file that the mapping does not read.
     pub ignored_columns: Vec<String>,
+    /// Generative AI usage rows whose meter string no rule parsed (written with null x_Ai* columns).
+    pub ai_meters_unparsed: u64,
 }
 
 /// One table written by the run.
@@ -166,6 +168,8 @@ pub struct Totals {
     pub rows_folded: u64,
     /// Rows derived.
     pub rows_derived: u64,
+    /// Generative AI usage rows whose meter string no rule parsed.
+    pub ai_meters_unparsed: u64,
     /// Rows whose source amount could not be parsed (quarantined; not in the source total).
     pub unparseable_source_amounts: u64,
 }

@@ -77,6 +77,8 @@ pub struct FileOutcome {
     pub written_totals: BTreeMap<TotalKey, i128>,
     /// Partitions the written rows fall in.
     pub partitions: BTreeSet<PartitionKey>,
+    /// Written Generative AI usage rows whose meter no rule in `schemas/ai_token_meters.psv` parsed.
+    pub ai_meters_unparsed: u64,
 }
 
 /// Where checked and refused rows go as they are produced (the staged Delta writers of a run).
@@ -475,6 +477,7 @@ pub async fn process_file(
         warnings: BTreeMap::new(),
         written_totals: BTreeMap::new(),
         partitions: BTreeSet::new(),
+        ai_meters_unparsed: 0,
     };
     let mut failure: Option<TallyError> = None;
     while let Some(b) = stream.next().await {
@@ -708,10 +711,34 @@ fn split_batch(
         ))
     })?;
     outcome.rows_written += good.num_rows() as u64;
+    outcome.ai_meters_unparsed += count_unparsed_ai_meters(&good);
     if good.num_rows() > 0 {
         outcome.batches.push(good);
     }
     Ok(())
+}
+
+/// Generative AI usage rows without a parsed token class (they are written, and counted).
+fn count_unparsed_ai_meters(b: &RecordBatch) -> u64 {
+    let col = |n: &str| {
+        b.column_by_name(n)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>().cloned())
+    };
+    let (Some(sub), Some(cat), Some(class)) = (
+        col("ServiceSubcategory"),
+        col("ChargeCategory"),
+        col("x_AiTokenClass"),
+    ) else {
+        return 0;
+    };
+    (0..b.num_rows())
+        .filter(|&r| {
+            !sub.is_null(r)
+                && sub.value(r) == "Generative AI"
+                && cat.value(r) == "Usage"
+                && class.is_null(r)
+        })
+        .count() as u64
 }
 
 /// Rows as JSON objects (nulls omitted), for quarantine records.

@@ -26,6 +26,7 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "schemas/focus_1_4_row_rules.toml",
     "schemas/tally_columns.psv",
     "schemas/focus_1_4_service_subcategories.psv",
+    "schemas/ai_token_meters.psv",
     "sql/normalize/aws_cur.sql",
     "sql/normalize/focus.sql",
     "sql/normalize/oci_cost.sql",

@@ -350,6 +350,7 @@ async fn ingest(
                 rows_folded: o.folded.clone(),
                 rows_derived: o.derived.clone(),
                 ignored_columns: ignored,
+                ai_meters_unparsed: o.ai_meters_unparsed,
             });
             let overflow = || {
                 TallyError::Integrity(format!(
@@ -383,6 +384,7 @@ async fn ingest(
             m.totals.rows_quarantined += o.quarantine.rows;
             m.totals.rows_folded += o.folded.values().sum::<u64>();
             m.totals.rows_derived += o.derived.values().sum::<u64>();
+            m.totals.ai_meters_unparsed += o.ai_meters_unparsed;
             m.totals.unparseable_source_amounts += o.source.unparseable_amounts;
             bar.inc(1);
         }

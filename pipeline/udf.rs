@@ -6,6 +6,7 @@
 //! | `tally_is_kv_json(text)` | whether text is a flat JSON object: unique keys, scalar values |
 //! | `tally_is_json_object(text)` | whether text is a JSON object |
 //! | `tally_subcategory_parent(subcategory)` | the FOCUS ServiceCategory a ServiceSubcategory belongs to |
+//! | `tally_ai_model(provider, meter)`, `tally_ai_token_class(provider, meter)`, `tally_ai_tier(provider, meter)` | model, token class and service tier from an AI meter string (`schemas/ai_token_meters.psv`), NULL when no rule matches |
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,6 +140,35 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
                 let s = as_str(&arrays(args)?[0])?;
                 let out: BooleanArray = s.iter().map(|v| v.map(f)).collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
+            }),
+        ));
+    }
+    let meters = crate::ai_meters::Meters::shared()?;
+    type Pick = fn(crate::ai_meters::TokenMeter) -> Option<String>;
+    let picks: [(&str, Pick); 3] = [
+        ("tally_ai_model", |m| m.model),
+        ("tally_ai_token_class", |m| Some(m.token_class)),
+        ("tally_ai_tier", |m| m.tier),
+    ];
+    for (name, pick) in picks {
+        let meters = meters.clone();
+        ctx.register_udf(create_udf(
+            name,
+            vec![DataType::Utf8, DataType::Utf8],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let a = arrays(args)?;
+                let (provider, meter) = (as_str(&a[0])?, as_str(&a[1])?);
+                let mut b = StringBuilder::new();
+                for i in 0..meter.len() {
+                    let v = (!provider.is_null(i) && !meter.is_null(i))
+                        .then(|| meters.parse(provider.value(i), meter.value(i)))
+                        .flatten()
+                        .and_then(pick);
+                    b.append_option(v);
+                }
+                Ok(ColumnarValue::Array(Arc::new(b.finish())))
             }),
         ));
     }

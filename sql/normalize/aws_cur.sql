@@ -84,8 +84,10 @@ WITH typed AS (
         coalesce(savings_plan_total_commitment_to_date, CAST(0 AS DECIMAL(38, 18)))
         - coalesce(savings_plan_used_commitment, CAST(0 AS DECIMAL(38, 18)))
     END AS unused_commitment,
-    -- AWS pricing units → FOCUS UnitFormat
-    CASE pricing_unit
+    tally_ai_token_class('aws', line_item_usage_type) AS ai_token_class,
+    -- AWS pricing units → FOCUS UnitFormat (Bedrock token meters count tokens)
+    CASE WHEN tally_ai_token_class('aws', line_item_usage_type) IS NOT NULL THEN 'Tokens'
+    ELSE CASE pricing_unit
       WHEN 'Hrs' THEN 'Hours'
       WHEN 'hours' THEN 'Hours'
       WHEN 'Hours' THEN 'Hours'
@@ -96,7 +98,7 @@ WITH typed AS (
       WHEN 'API Request' THEN 'Requests'
       WHEN 'API Requests' THEN 'Requests'
       ELSE pricing_unit
-    END AS unit
+    END END AS unit
   FROM raw
 ),
 -- Every source row once ('charge'), plus one 'unused' row per commitment fee with unused capacity.
@@ -290,5 +292,13 @@ SELECT
   bill_invoicing_entity AS x_InvoicingEntity,
   line_item_line_item_type AS x_SourceChargeType,
   line_item_usage_type AS x_UsageType,
-  line_item_operation AS x_Operation
+  line_item_operation AS x_Operation,
+  -- AI services billed by tokens: model and token kind live only in the usage type
+  -- (USE1-Claude4.6Sonnet-input-tokens); the patterns are data in schemas/ai_token_meters.psv.
+  CASE WHEN row_kind = 'charge' AND category = 'Usage' THEN tally_ai_model('aws', line_item_usage_type) END AS x_AiModel,
+  CASE WHEN row_kind = 'charge' AND category = 'Usage' THEN ai_token_class END AS x_AiTokenClass,
+  CASE WHEN row_kind = 'charge' AND category = 'Usage' AND ai_token_class IS NOT NULL THEN line_item_usage_amount END
+    AS x_AiTokenCount,
+  CASE WHEN row_kind = 'charge' AND category = 'Usage' THEN tally_ai_tier('aws', line_item_usage_type) END
+    AS x_AiServiceTier
 FROM shaped

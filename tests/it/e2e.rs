@@ -395,3 +395,26 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
             .any(|m| m.contains("\"status\": \"failed\"") && m.contains("reconciliation failed"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unparsed_ai_meters_are_counted_in_the_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let case =
+        std::fs::read_to_string(root().join("tests/sql/aws_cur/bedrock_tokens.case")).unwrap();
+    let csv: Vec<&str> = case
+        .lines()
+        .skip_while(|l| *l != "input:")
+        .skip(1)
+        .take_while(|l| !l.starts_with("expect:"))
+        .collect();
+    let src = dir.path().join("bedrock.csv");
+    std::fs::write(&src, csv.join("\n") + "\n").unwrap();
+    let m = run_job(
+        dir.path(),
+        &one_source_job(&src, &dir.path().join("out"), Some("aws_cur")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.totals.ai_meters_unparsed, 1, "the guardrail meter");
+    assert_eq!(m.inputs[0].ai_meters_unparsed, 1);
+}
