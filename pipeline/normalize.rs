@@ -684,12 +684,12 @@ fn split_batch(
                 value,
                 record,
                 account: if account.is_null(*r) {
-                    "unknown".into()
+                    crate::quarantine::unknown_in(&outcome.file.url)
                 } else {
                     account.value(*r).to_string()
                 },
                 period: if period.is_null(*r) {
-                    "unknown".into()
+                    crate::quarantine::unknown_in(&outcome.file.url)
                 } else {
                     timestamp::year_month(period.value(*r))
                 },

@@ -33,9 +33,9 @@ pub struct QuarantineRow {
     pub value: Option<String>,
     /// The record as a JSON object (source columns before mapping, FOCUS columns after).
     pub record: String,
-    /// Partition: billing account (`unknown` when it cannot be read).
+    /// Partition: billing account ([`unknown_in`] the file when it cannot be read).
     pub account: String,
-    /// Partition: billing period `YYYY-MM` (`unknown` when it cannot be read).
+    /// Partition: billing period `YYYY-MM` ([`unknown_in`] the file when it cannot be read).
     pub period: String,
     /// Reconciliation key: billing period start, RFC 3339 (`unknown` when it cannot be read).
     pub period_start: String,
@@ -45,6 +45,16 @@ pub struct QuarantineRow {
     pub amount: Option<i128>,
     /// Ingestion id of the file.
     pub ingestion_id: String,
+}
+
+/// The partition value for a quarantined row whose account or billing period cannot be read:
+/// `unknown-<8 hex of the file URL>`, so that only a rerun of the same file replaces it.
+pub fn unknown_in(file: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "unknown-{}",
+        &hex::encode(Sha256::digest(file.as_bytes()))[..8]
+    )
 }
 
 /// Arrow schema of the quarantine table.

@@ -275,10 +275,10 @@ impl Typer {
             let account = self
                 .account
                 .and_then(|i| self.text(text_col(i), r))
-                .unwrap_or("unknown")
-                .to_string();
+                .map(str::to_string)
+                .unwrap_or_else(|| crate::quarantine::unknown_in(&self.file));
             let period = if key.1 == "unknown" {
-                "unknown".to_string()
+                crate::quarantine::unknown_in(&self.file)
             } else {
                 key.1[..7].to_string()
             };

@@ -151,3 +151,45 @@ async fn a_restated_month_replaces_exactly_its_partition() {
         "November's data files are the same files"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_without_a_readable_period_stay_with_their_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let nov = std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    let mut rows: Vec<String> = nov.lines().map(String::from).collect();
+    // Record 5 loses its billing period: it cannot be placed in a partition.
+    let broken = rows[5].replacen(
+        ",2023-11-01T00:00:00.000Z,2023-12-01T00:00:00.000Z,",
+        ",soon,2023-12-01T00:00:00.000Z,",
+        1,
+    );
+    assert_ne!(broken, rows[5]);
+    rows[5] = broken;
+    let a = dir.path().join("a.csv");
+    std::fs::write(&a, rows.join("\n") + "\n").unwrap();
+    run_job(dir.path(), &one_source_job(&a, &out, Some("aws_cur")))
+        .await
+        .unwrap();
+    let placed =
+        "SELECT x_BillingPeriod, x_SourceRow FROM quarantine WHERE RuleId = 'parse-timestamp'";
+    let first = lines(&query(&out, placed).await);
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0].starts_with("unknown-") && first[0].ends_with(" | 5"),
+        "{first:?}"
+    );
+
+    // Another export for the same account and month does not sweep that row away...
+    let b = dir.path().join("b.csv");
+    std::fs::write(&b, &nov).unwrap();
+    run_job(dir.path(), &one_source_job(&b, &out, Some("aws_cur")))
+        .await
+        .unwrap();
+    assert_eq!(lines(&query(&out, placed).await), first);
+    // ...and rerunning the first file replaces it rather than adding a second copy.
+    run_job(dir.path(), &one_source_job(&a, &out, Some("aws_cur")))
+        .await
+        .unwrap();
+    assert_eq!(lines(&query(&out, placed).await), first);
+}
