@@ -69,6 +69,9 @@ pub struct FileOutcome {
     pub derived: BTreeMap<String, u64>,
     /// Quarantined rows not yet handed to the sink (drained as the file streams).
     pub quarantined: Vec<QuarantineRow>,
+    /// Rows refused before the mapping (a value did not parse), by record number, until the
+    /// mapping's output has passed them; `true` once an output row has taken the refusal.
+    refused: BTreeMap<u64, (QuarantineRow, bool)>,
     /// What was quarantined, in sum.
     pub quarantine: QuarantineSummary,
     /// Rule violations kept as warnings (rows written), by rule id.
@@ -139,14 +142,27 @@ async fn drain_quarantine(
     sink: &mut impl RowSink,
 ) -> Result<()> {
     let mut rows = std::mem::take(&mut outcome.quarantined);
-    {
-        let mut st = pre.lock().expect("state");
-        let waiting = std::mem::take(&mut st.1);
-        let (now, later): (Vec<_>, Vec<_>) = waiting
-            .into_iter()
-            .partition(|q| upto.is_none_or(|u| q.row <= u));
-        st.1 = later;
-        rows.extend(now);
+    outcome.refused.extend(
+        pre.lock()
+            .expect("state")
+            .1
+            .drain(..)
+            .map(|q| (q.row, (q, false))),
+    );
+    // The last record of a batch may continue into the next one (a derived row), so only
+    // records before it are settled. A refusal no output row took keeps the source's amount.
+    let settled: Vec<u64> = outcome
+        .refused
+        .keys()
+        .copied()
+        .filter(|r| upto.is_none_or(|u| *r < u))
+        .collect();
+    for r in settled {
+        if let Some((q, taken)) = outcome.refused.remove(&r)
+            && !taken
+        {
+            rows.push(q);
+        }
     }
     if rows.is_empty() {
         return Ok(());
@@ -351,13 +367,9 @@ pub async fn process_file(
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    let typer = Arc::new(Typer::new(
-        format,
-        &adapted_names,
-        &names,
-        &file.url,
-        ingestion_id,
-    ));
+    let typer = Arc::new(
+        Typer::new(format, &adapted_names, &names, &file.url, ingestion_id).keeping_refused_rows(),
+    );
 
     // Reader → typed batches.
     let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(4);
@@ -473,6 +485,7 @@ pub async fn process_file(
         folded: BTreeMap::new(),
         derived: BTreeMap::new(),
         quarantined: Vec::new(),
+        refused: BTreeMap::new(),
         quarantine: QuarantineSummary::default(),
         warnings: BTreeMap::new(),
         written_totals: BTreeMap::new(),
@@ -497,6 +510,14 @@ pub async fn process_file(
                 break;
             }
         };
+        outcome.refused.extend(
+            state
+                .lock()
+                .expect("state")
+                .1
+                .drain(..)
+                .map(|q| (q.row, (q, false))),
+        );
         split_batch(schema, &out_schema, n_out, &severities, &b, &mut outcome)?;
         let last_row = b
             .column(row_idx)
@@ -632,7 +653,30 @@ fn split_batch(
                 .entry(derived.value(r).to_string())
                 .or_default() += 1;
         }
-        if !fold.is_null(r) {
+        if let Some((pre, taken)) = outcome.refused.get_mut(&(source_row.value(r) as u64)) {
+            // A value of this record did not parse: quarantine it with the amount the mapping
+            // gives it (0 when the mapping folds it), placed where the mapping places it.
+            *taken = true;
+            keep[r] = false;
+            let mut q = pre.clone();
+            q.amount = if !fold.is_null(r) {
+                Some(0)
+            } else {
+                (!billed.is_null(r)).then(|| billed.value(r))
+            };
+            let (_, ps, cur) = key(r);
+            if !period.is_null(r) {
+                q.period = timestamp::year_month(period.value(r));
+                q.period_start = ps;
+            }
+            if !currency.is_null(r) {
+                q.currency = cur;
+            }
+            if !account.is_null(r) {
+                q.account = account.value(r).to_string();
+            }
+            outcome.quarantined.push(q);
+        } else if !fold.is_null(r) {
             keep[r] = false;
             *outcome.folded.entry(fold.value(r).to_string()).or_default() += 1;
         } else if let Some(rule) = failed[r] {

@@ -63,6 +63,7 @@ pub struct Typer {
     format: String,
     file: String,
     ingestion_id: String,
+    keep_refused: bool,
 }
 
 /// The Arrow type tally gives every timestamp.
@@ -124,8 +125,17 @@ impl Typer {
             format: format.name.clone(),
             file: file.to_string(),
             ingestion_id: ingestion_id.to_string(),
+            keep_refused: false,
             plan,
         }
+    }
+
+    /// Keeps refused rows in the typed batches (their bad values NULL) instead of filtering them
+    /// out, so the mapping still sees them: the run then quarantines them with the amount the
+    /// mapping gives them, which keeps folded pairs (AWS SavingsPlanNegation) balanced.
+    pub fn keeping_refused_rows(mut self) -> Typer {
+        self.keep_refused = true;
+        self
     }
 
     /// Schema of the typed raw table.
@@ -308,7 +318,7 @@ impl Typer {
 
         let out = RecordBatch::try_new(self.schema.clone(), cols)
             .expect("typed batch matches its schema");
-        if ok.iter().all(|k| *k) {
+        if self.keep_refused || ok.iter().all(|k| *k) {
             out
         } else {
             arrow::compute::filter_record_batch(&out, &BooleanArray::from(ok)).expect("filter")
