@@ -110,18 +110,22 @@ pub fn tally_cmd() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
 }
 
+/// The command `tally run --source <src> --output <out>`, to adjust before running.
+pub fn one_off_cmd(src: &Path, out: &Path) -> std::process::Command {
+    let mut cmd = tally_cmd();
+    cmd.args([
+        "run",
+        "--source",
+        src.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    cmd
+}
+
 /// `tally run --source <src> --output <out>` as a separate process.
 pub fn run_one_off(src: &Path, out: &Path) -> std::process::Output {
-    tally_cmd()
-        .args([
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap()
+    one_off_cmd(src, out).output().unwrap()
 }
 
 /// Every Parquet file below `dir`, sorted.

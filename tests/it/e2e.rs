@@ -248,16 +248,7 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
     let odd = dir.path().join("odd.csv");
     std::fs::write(&odd, "colour,size\nred,3\n").unwrap();
     let out = dir.path().join("o");
-    let o = tally()
-        .args([
-            "run",
-            "--source",
-            odd.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = run_one_off(&odd, &out);
     assert_eq!(o.status.code(), Some(3));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -343,15 +334,8 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
         "the BilledCost line to break is still in the mapping"
     );
     std::fs::write(&sql_path, broken).unwrap();
-    let o = tally()
+    let o = one_off_cmd(&src, &out)
         .env("TALLY_RESOURCES", &res)
-        .args([
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);

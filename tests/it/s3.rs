@@ -96,6 +96,20 @@ fn env(cmd: &mut Command, port: u16) -> &mut Command {
         .env("AWS_VIRTUAL_HOSTED_STYLE_REQUEST", "false")
 }
 
+/// A job reading `s3://exports/cur/` (AWS CUR) into `s3://lake/focus`.
+fn cur_job(dir: &std::path::Path, name: &str) -> PathBuf {
+    let job = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\nname = \"{name}\"\n[output]\nurl = \"s3://lake/focus\"\n[checks]\ncost_identity = \"warn\"\n\
+             [[source]]\nname = \"cur\"\nurl = \"s3://exports/cur/\"\nformat = \"aws_cur\"\n"
+        ),
+    )
+    .unwrap();
+    job
+}
+
 /// Puts local files into `s3://bucket/prefix/` through the S3 API.
 async fn upload(port: u16, bucket: &str, prefix: &str, files: &[PathBuf]) {
     use object_store::ObjectStoreExt;
@@ -140,13 +154,7 @@ async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
     .await;
 
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("s3.toml");
-    std::fs::write(
-        &job,
-        "[job]\nname = \"s3\"\n[output]\nurl = \"s3://lake/focus\"\n[checks]\ncost_identity = \"warn\"\n\
-         [[source]]\nname = \"cur\"\nurl = \"s3://exports/cur/\"\nformat = \"aws_cur\"\n",
-    )
-    .unwrap();
+    let job = cur_job(dir.path(), "s3");
     let count = || {
         let o = env(&mut tally_cmd(), port)
             .args([
@@ -226,13 +234,7 @@ async fn two_runs_racing_for_the_same_partition_never_both_commit_it() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("race.toml");
-    std::fs::write(
-        &job,
-        "[job]\nname = \"race\"\n[output]\nurl = \"s3://lake/focus\"\n[checks]\ncost_identity = \"warn\"\n\
-         [[source]]\nname = \"cur\"\nurl = \"s3://exports/cur/\"\nformat = \"aws_cur\"\n",
-    )
-    .unwrap();
+    let job = cur_job(dir.path(), "race");
     // One run first so the tables exist; then two runs of the same job at once.
     let first = env(&mut tally_cmd(), port)
         .args(["run", job.to_str().unwrap()])
