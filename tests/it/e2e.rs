@@ -1,7 +1,5 @@
 //! The sample job end to end: rows, lineage, reconciliation to the digit, exit codes.
 
-use std::process::Command;
-
 use crate::common::*;
 
 /// Σ of one decimal column of a CSV, computed here with arrow's CSV reader, not the pipeline.
@@ -222,17 +220,13 @@ async fn focus_1_2_projection_has_the_1_2_columns() {
     assert_eq!(n, "0");
 }
 
-fn tally() -> Command {
-    tally_cmd()
-}
-
 #[test]
 fn exit_codes_tell_a_scheduler_what_went_wrong() {
     let dir = tempfile::tempdir().unwrap();
     // A job file that does not parse: usage (2).
     let job = dir.path().join("bad.toml");
     std::fs::write(&job, "[job]\nname = 1\n").unwrap();
-    let o = tally()
+    let o = tally_cmd()
         .args(["run", job.to_str().unwrap()])
         .output()
         .unwrap();
@@ -273,7 +267,7 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let q = tally()
+    let q = tally_cmd()
         .args([
             "query",
             "-t",
