@@ -397,11 +397,14 @@ pub async fn process_file(
                         let b = match b {
                             Ok(b) => b,
                             Err(e) => {
-                                let msg = e.to_string();
+                                let message = match &e {
+                                    TallyError::BadFile { message, .. } => message.clone(),
+                                    other => other.to_string(),
+                                };
                                 let _ = tx.send(Err(e)).await;
                                 return Err(TallyError::BadFile {
                                     file: file.url.clone(),
-                                    message: msg,
+                                    message,
                                 });
                             }
                         };
@@ -421,11 +424,14 @@ pub async fn process_file(
                                 }
                             }
                             Err(e) => {
-                                let msg = e.to_string();
+                                let message = match &e {
+                                    TallyError::BadFile { message, .. } => message.clone(),
+                                    other => other.to_string(),
+                                };
                                 let _ = tx.send(Err(e)).await;
                                 return Err(TallyError::BadFile {
                                     file: file.url.clone(),
-                                    message: msg,
+                                    message,
                                 });
                             }
                         }
@@ -498,10 +504,16 @@ pub async fn process_file(
             Ok(b) => b,
             Err(e) => {
                 failure = Some(match e.find_root() {
-                    datafusion::error::DataFusionError::External(inner) => TallyError::BadFile {
-                        file: file.url.clone(),
-                        message: inner.to_string(),
-                    },
+                    datafusion::error::DataFusionError::External(inner) => {
+                        let message = match inner.downcast_ref::<TallyError>() {
+                            Some(TallyError::BadFile { message, .. }) => message.clone(),
+                            _ => inner.to_string(),
+                        };
+                        TallyError::BadFile {
+                            file: file.url.clone(),
+                            message,
+                        }
+                    }
                     other => TallyError::Sql {
                         file: format.sql_path.clone(),
                         message: other.to_string(),

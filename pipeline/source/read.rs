@@ -205,11 +205,9 @@ pub async fn spawn_csv(
             Ok(r) => r,
             Err(e) => return fail(&tx, e.to_string()),
         };
-        let mut rows = 0u64;
         for b in reader {
             match b {
                 Ok(b) => {
-                    rows += b.num_rows() as u64;
                     if tx.blocking_send(Ok(b)).is_err() {
                         return Err(TallyError::Internal("reader's consumer went away".into()));
                     }
@@ -217,7 +215,7 @@ pub async fn spawn_csv(
                 Err(e) => {
                     return fail(
                         &tx,
-                        format!("CSV error in the record after row {rows}: {e}"),
+                        format!("malformed CSV: {e} (line numbers count the header as line 1)"),
                     );
                 }
             }

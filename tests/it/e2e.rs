@@ -396,3 +396,22 @@ async fn unparsed_ai_meters_are_counted_in_the_manifest() {
     assert_eq!(m.totals.ai_meters_unparsed, 1, "the guardrail meter");
     assert_eq!(m.inputs[0].ai_meters_unparsed, 1);
 }
+
+#[test]
+fn a_malformed_csv_record_is_named_by_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(root().join("sample-data/focus/focus_1_2_aws_generated.csv"))
+            .unwrap();
+    let mut rows: Vec<&str> = text.lines().collect();
+    rows.insert(3, "a,b,c");
+    let src = dir.path().join("short.csv");
+    std::fs::write(&src, rows.join("\n") + "\n").unwrap();
+    let o = run_one_off(&src, &dir.path().join("out"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("short.csv: malformed CSV") && err.contains("line 4, expected 57 got 3"),
+        "{err}"
+    );
+}
