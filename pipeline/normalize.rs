@@ -726,7 +726,7 @@ fn split_batch(
                 .schema()
                 .index_of(&rule.column)
                 .ok()
-                .and_then(|ci| arrow::util::display::array_value_to_string(bad.column(ci), k).ok())
+                .and_then(|ci| cell_text(bad.column(ci).as_ref(), k).ok())
                 .filter(|v| !v.is_empty());
             let (_, ps, cur) = key(*r);
             outcome.quarantined.push(QuarantineRow {
@@ -797,6 +797,25 @@ fn count_unparsed_ai_meters(b: &RecordBatch) -> u64 {
         .count() as u64
 }
 
+/// One value as text for people: decimals without trailing zeros, times as RFC 3339.
+fn cell_text(a: &dyn Array, r: usize) -> Result<String> {
+    Ok(match a.data_type() {
+        DataType::Decimal128(_, s) if *s == crate::decimal::SCALE => crate::decimal::format(
+            a.as_any()
+                .downcast_ref::<Decimal128Array>()
+                .expect("decimal")
+                .value(r),
+        ),
+        DataType::Timestamp(_, _) => timestamp::format_micros(
+            a.as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .expect("µs")
+                .value(r),
+        ),
+        _ => arrow::util::display::array_value_to_string(a, r)?,
+    })
+}
+
 /// Rows as JSON objects (nulls omitted), for quarantine records.
 fn rows_as_json(b: &RecordBatch) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(b.num_rows());
@@ -807,7 +826,7 @@ fn rows_as_json(b: &RecordBatch) -> Result<Vec<String>> {
             if c.is_null(r) {
                 continue;
             }
-            let v = arrow::util::display::array_value_to_string(c, r)?;
+            let v = cell_text(c.as_ref(), r)?;
             m.insert(f.name().clone(), v.into());
         }
         out.push(serde_json::Value::Object(m).to_string());

@@ -74,7 +74,7 @@ async fn a_cost_identity_off_by_one_unit_in_the_last_place_is_caught() {
         )
         .await,
     );
-    assert_eq!(q, vec!["2 | ListCost | 155.265474500000000000"]);
+    assert_eq!(q, vec!["2 | ListCost | 155.2654745"]);
 
     // The untouched file passes the same rule on every row.
     let clean = root().join("sample-data/focus/focus_1_2_aws_generated.csv");
