@@ -40,7 +40,7 @@
 -- @decimal: line_item_unblended_cost, line_item_unblended_rate, line_item_usage_amount
 -- @decimal: line_item_net_unblended_cost, pricing_public_on_demand_cost, pricing_public_on_demand_rate
 -- @decimal: reservation_effective_cost, reservation_unused_amortized_upfront_fee_for_billing_period
--- @decimal: reservation_unused_recurring_fee, savings_plan_savings_plan_effective_cost
+-- @decimal: reservation_unused_recurring_fee, reservation_unused_quantity, savings_plan_savings_plan_effective_cost
 -- @decimal: savings_plan_total_commitment_to_date, savings_plan_used_commitment
 -- @timestamp: bill_billing_period_start_date, bill_billing_period_end_date
 -- @timestamp: line_item_usage_start_date, line_item_usage_end_date
@@ -123,9 +123,12 @@ shaped AS (
     END AS effective_cost,
     row_kind = 'charge' AND charge_category IN ('Usage', 'Purchase') AND unit IS NOT NULL AS priced,
     -- FOCUS: no pricing quantity on Tax; always one on Usage and Purchase (a fee without a pricing
-    -- unit counts its usage amount, or 1, in 'Units'; an Unused row takes its fee row's).
+    -- unit counts its usage amount, or 1, in 'Units'; an Unused RI row counts the reservation's
+    -- unused hours, other Unused rows their fee row's quantity).
     CASE
       WHEN charge_category = 'Tax' THEN NULL
+      WHEN row_kind = 'unused' AND commitment = 'RI' AND reservation_unused_quantity IS NOT NULL
+        THEN reservation_unused_quantity
       WHEN unit IS NOT NULL THEN line_item_usage_amount
       WHEN charge_category IN ('Usage', 'Purchase') THEN coalesce(line_item_usage_amount, CAST(1 AS DECIMAL(38, 18)))
     END AS pricing_quantity
@@ -194,7 +197,11 @@ SELECT
   effective_cost AS PricingCurrencyEffectiveCost,
   CASE WHEN priced THEN pricing_public_on_demand_rate END AS PricingCurrencyListUnitPrice,
   pricing_quantity AS PricingQuantity,
-  CASE WHEN pricing_quantity IS NOT NULL THEN coalesce(unit, 'Units') END AS PricingUnit,
+  CASE
+    WHEN pricing_quantity IS NULL THEN NULL
+    WHEN row_kind = 'unused' AND commitment = 'RI' AND reservation_unused_quantity IS NOT NULL THEN 'Hours'
+    ELSE coalesce(unit, 'Units')
+  END AS PricingUnit,
   coalesce(product_region_code, product_region) AS RegionId,
   CASE WHEN coalesce(product_region_code, product_region) IS NOT NULL
     THEN coalesce(product_location, product_region_code, product_region) END AS RegionName,
