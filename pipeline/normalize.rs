@@ -67,6 +67,8 @@ pub struct FileOutcome {
     pub folded: BTreeMap<String, u64>,
     /// Extra rows the mapping derived from source rows (written too), by reason.
     pub derived: BTreeMap<String, u64>,
+    /// Columns of the file that neither the mapping nor the layout adapter reads.
+    pub ignored_columns: Vec<String>,
     /// Quarantined rows not yet handed to the sink (drained as the file streams).
     pub quarantined: Vec<QuarantineRow>,
     /// Rows refused before the mapping (a value did not parse), by record number, until the
@@ -132,6 +134,14 @@ impl QuarantineSummary {
     }
 }
 
+/// Moves the rows the reader refused so far into the outcome, keyed by record number.
+fn take_refusals(pre: &Mutex<(SourceTally, Vec<QuarantineRow>)>, outcome: &mut FileOutcome) {
+    let inbox = std::mem::take(&mut pre.lock().expect("state").1);
+    outcome
+        .refused
+        .extend(inbox.into_iter().map(|q| (q.row, (q, false))));
+}
+
 /// Hands the refused rows up to record `upto` (all when `None`) to the sink, in record order.
 /// Rows refused before the mapping wait in `pre` until the mapping's output has passed them, so
 /// the quarantine table's order does not depend on thread timing.
@@ -142,13 +152,7 @@ async fn drain_quarantine(
     sink: &mut impl RowSink,
 ) -> Result<()> {
     let mut rows = std::mem::take(&mut outcome.quarantined);
-    outcome.refused.extend(
-        pre.lock()
-            .expect("state")
-            .1
-            .drain(..)
-            .map(|q| (q.row, (q, false))),
-    );
+    take_refusals(pre, outcome);
     // The last record of a batch may continue into the next one (a derived row), so only
     // records before it are settled. A refusal no output row took keeps the source's amount.
     let settled: Vec<u64> = outcome
@@ -359,6 +363,13 @@ pub async fn process_file(
     sink: &mut impl RowSink,
 ) -> Result<FileOutcome> {
     let adapter = Adapter::new(format, &names);
+    let declared: BTreeSet<&String> = format.declared_columns().collect();
+    let ignored_columns: Vec<String> = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !declared.contains(&adapter.names()[*i]) && !adapter.consumes(*i))
+        .map(|(_, n)| n.clone())
+        .collect();
     let text_schema = read::text_schema(&names);
     let adapted = adapter.apply(&RecordBatch::new_empty(text_schema.clone()));
     let adapted_names: Vec<String> = adapted
@@ -490,6 +501,7 @@ pub async fn process_file(
         rows_written: 0,
         folded: BTreeMap::new(),
         derived: BTreeMap::new(),
+        ignored_columns,
         quarantined: Vec::new(),
         refused: BTreeMap::new(),
         quarantine: QuarantineSummary::default(),
@@ -522,14 +534,7 @@ pub async fn process_file(
                 break;
             }
         };
-        outcome.refused.extend(
-            state
-                .lock()
-                .expect("state")
-                .1
-                .drain(..)
-                .map(|q| (q.row, (q, false))),
-        );
+        take_refusals(&state, &mut outcome);
         split_batch(schema, &out_schema, n_out, &severities, &b, &mut outcome)?;
         let last_row = b
             .column(row_idx)

@@ -1,7 +1,5 @@
 //! `tally query`: DataFusion SQL over the output tables, registered by name.
 
-use std::sync::Arc;
-
 use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
@@ -124,6 +122,3 @@ pub async fn write(batches: &[RecordBatch], format: OutputFormat, out: Option<&s
         }
     }
 }
-
-/// Keeps the type in one place for callers that hold a session.
-pub type Session = Arc<SessionContext>;

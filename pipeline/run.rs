@@ -10,7 +10,7 @@ use tracing::{info, info_span, warn};
 
 use crate::error::{Result, TallyError};
 use crate::formats::{self, Format};
-use crate::job::{Job, Severity};
+use crate::job::Job;
 use crate::manifest::{self, Manifest, Reconciliation};
 use crate::normalize::{self, PartitionKey, RowSink};
 use crate::quarantine::{self, QuarantineRow};
@@ -325,15 +325,6 @@ async fn ingest(
                 ms = t0.elapsed().as_millis() as u64,
                 "file normalized"
             );
-            let declared: BTreeSet<String> = format.declared_columns().cloned().collect();
-            let ignored = names
-                .iter()
-                .filter(|n| {
-                    let c = canonical_name(format.layout, n);
-                    !declared.contains(&c) && !is_adapter_input(&format, &c)
-                })
-                .cloned()
-                .collect();
             m.inputs.push(manifest::Input {
                 source: source.name.clone(),
                 url: file.url.clone(),
@@ -349,7 +340,7 @@ async fn ingest(
                 rows_quarantined: o.quarantine.rows,
                 rows_folded: o.folded.clone(),
                 rows_derived: o.derived.clone(),
-                ignored_columns: ignored,
+                ignored_columns: o.ignored_columns.clone(),
                 ai_meters_unparsed: o.ai_meters_unparsed,
             });
             let overflow = || {
@@ -432,14 +423,6 @@ async fn ingest(
     Ok(partitions)
 }
 
-/// Whether a raw column feeds the layout adapter (tags, the product map) rather than the SQL.
-fn is_adapter_input(format: &Format, canonical: &str) -> bool {
-    format.layout == formats::Layout::AwsCur
-        && (canonical == "product"
-            || canonical == "resource_tags"
-            || canonical.starts_with("resource_tags_"))
-}
-
 /// The ingestion id written to `x_IngestionRunId`: SHA-256 over the stored object's identity
 /// (URL, size, ETag or last-modified), the format's SQL, the schema files and tally's version.
 /// Known before the file is read, so rows stream straight to the table; the same object and code
@@ -494,9 +477,4 @@ pub fn reconcile(
             }
         })
         .collect()
-}
-
-/// The severity default, re-exported for the CLI's one-off runs.
-pub fn default_severity() -> Severity {
-    Severity::default()
 }

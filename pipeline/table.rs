@@ -10,13 +10,11 @@
 //! the run id in its commit info, and every version stays readable for time travel.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitBuilder;
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, StructType};
 use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
@@ -148,50 +146,6 @@ pub fn partitions_predicate(keys: &BTreeSet<PartitionKey>) -> String {
         .join(" OR ")
 }
 
-/// Replaces exactly the partitions `keys` with `batches` in one commit; returns the new version.
-/// Partitions in `keys` with no rows in `batches` end up empty.
-pub async fn replace_partitions(
-    table: DeltaTable,
-    batches: Vec<RecordBatch>,
-    keys: &BTreeSet<PartitionKey>,
-    run_id: &str,
-) -> Result<DeltaTable> {
-    let name = table.table_url().to_string();
-    if keys.is_empty() {
-        return Ok(table);
-    }
-    let predicate = partitions_predicate(keys);
-    let props = || {
-        CommitProperties::default().with_metadata([
-            ("tallyRunId".to_string(), serde_json::json!(run_id)),
-            (
-                "userMetadata".to_string(),
-                serde_json::json!(format!("tally run {run_id}")),
-            ),
-        ])
-    };
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    if rows == 0 {
-        if table.version().is_none() {
-            return Ok(table);
-        }
-        let (t, _) = table
-            .delete()
-            .with_predicate(predicate)
-            .with_commit_properties(props())
-            .await
-            .map_err(|e| terr(&name, e))?;
-        return Ok(t);
-    }
-    table
-        .write(batches)
-        .with_save_mode(SaveMode::Overwrite)
-        .with_replace_where(predicate)
-        .with_commit_properties(props())
-        .await
-        .map_err(|e| terr(&name, e))
-}
-
 /// Per-partition file and row counts of the table's current version.
 pub fn partition_stats(table: &DeltaTable) -> Result<BTreeMap<PartitionKey, (u64, u64)>> {
     let mut out: BTreeMap<PartitionKey, (u64, u64)> = BTreeMap::new();
@@ -235,14 +189,6 @@ pub async fn register(
     ctx.register_table(name, provider)
         .map_err(|e| terr(url.as_str(), e))?;
     Ok(true)
-}
-
-/// The schema a registered provider will produce, for tests and `tally schema`.
-pub fn arrow_schema(table: &DeltaTable) -> Option<SchemaRef> {
-    table
-        .snapshot()
-        .ok()
-        .map(|s| Arc::clone(&s.snapshot().arrow_schema()))
 }
 
 /// Rows per Parquet row group in the tables tally writes.

@@ -127,6 +127,11 @@ impl Adapter {
         }
     }
 
+    /// Whether the adapter itself reads column `i` of the file (a tag column, a tag or product map).
+    pub fn consumes(&self, i: usize) -> bool {
+        self.product_map == Some(i) || self.tag_sources.iter().any(|(t, _)| *t == i)
+    }
+
     /// Column names after adaptation, before derived columns are added.
     pub fn names(&self) -> &[String] {
         &self.renamed

@@ -126,6 +126,20 @@ async fn sample_job_runs_and_every_cent_is_accounted_for() {
             > 0
     );
 
+    // The manifest lists the columns nothing reads: the official sample's unprefixed `Id`, but not
+    // the OCI tag columns the reader folds into Tags.
+    let ignored = |file: &str| {
+        m.inputs
+            .iter()
+            .find(|i| i.url.ends_with(file))
+            .unwrap()
+            .ignored_columns
+            .clone()
+    };
+    assert!(ignored("focus_1_0_official_sample.csv").contains(&"Id".to_string()));
+    let oci = ignored("cost_report_sample.csv");
+    assert!(!oci.iter().any(|c| c.starts_with("tags/")), "{oci:?}");
+
     // Account ids keep their leading zeros, and every input file's rows carry their lineage.
     let zeros = scalar(
         &query(
