@@ -164,6 +164,32 @@ pub fn identity_holds(cost: i128, price: i128, quantity: i128) -> bool {
     twice_diff <= ulp(used_scale(cost).max(MIN_COST_SCALE)).wrapping_mul(one)
 }
 
+/// `a × b` at scale 18, rounded half to even from the exact 36-place product; `None` when the
+/// result does not fit Decimal128(38,18). For derived figures (a list cost from a list price
+/// and a quantity), never for source money, which is only ever parsed, summed and compared.
+pub fn mul(a: i128, b: i128) -> Option<i128> {
+    let one = i256::from_i128(ONE);
+    let p = i256::from_i128(a).checked_mul(i256::from_i128(b))?;
+    let q = p.checked_div(one)?;
+    let r = p.checked_rem(one)?;
+    let twice = r.wrapping_abs().wrapping_mul(i256::from_i128(2));
+    let bump = match twice.cmp(&one) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => q.checked_rem(i256::from_i128(2))? != i256::ZERO,
+        std::cmp::Ordering::Less => false,
+    };
+    let q = if bump {
+        if p.is_negative() {
+            q.checked_sub(i256::ONE)?
+        } else {
+            q.checked_add(i256::ONE)?
+        }
+    } else {
+        q
+    };
+    q.to_i128().filter(|v| v.unsigned_abs() <= MAX_ABS as u128)
+}
+
 /// Adds `v` to the sum kept under `key`; an overflow of Decimal128 is an error, never a wrap.
 pub fn accumulate<K: Ord>(
     sums: &mut std::collections::BTreeMap<K, i128>,
@@ -277,6 +303,17 @@ mod tests {
             "0.0999 rounds to the cent"
         );
         assert!(identity_holds(p("-0.06"), p("0.02"), p("-3")));
+    }
+
+    #[test]
+    fn products_round_half_even_at_the_eighteenth_place() {
+        assert_eq!(mul(p("0.32085564"), p("0.0416")), Some(p("0.013347594624")));
+        assert_eq!(mul(p("-2.5"), p("4")), Some(p("-10")));
+        // 0.5e-18 rounds to even (0), 1.5e-18 to 2e-18.
+        assert_eq!(mul(p("0.000000001"), p("0.0000000005")), Some(0));
+        assert_eq!(mul(p("0.000000001"), p("0.0000000015")), Some(2));
+        assert_eq!(mul(p("-0.000000001"), p("0.0000000015")), Some(-2));
+        assert_eq!(mul(p("99999999999999999999"), p("10")), None);
     }
 
     #[test]

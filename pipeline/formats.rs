@@ -16,11 +16,50 @@
 //! | `@source_total` | the source's own cost column, summed for the reconciliation |
 //! | `@source_currency`, `@source_period`, `@source_account` | how the source groups that total |
 //! | `@source_period_grain` | `month` when `@source_period` is a usage time, not a billing period start |
+//! | `@source_measure` | which FOCUS cost the source total equals: `BilledCost` (default) or `EffectiveCost`, optionally per parameter value (`BilledCost, EffectiveCost when cost_view = amortized`) |
+//! | `@param` | a setting a job passes per source (`cost_view = actual, amortized`: name, allowed values, the first the default); the SQL reads it as `{{cost_view}}` |
+//! | `@alias` | `canonical=other`: a column the file may spell differently (older export versions); renamed when the canonical one is absent |
 
 use std::collections::BTreeMap;
 
 use crate::error::{Result, TallyError};
 use crate::resources;
+
+/// The FOCUS cost column a source's own total is reconciled against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Measure {
+    /// What the invoice charges (cash basis).
+    BilledCost,
+    /// Amortized cost after discounts and commitment purchases are spread.
+    EffectiveCost,
+}
+
+impl Measure {
+    /// The FOCUS column name.
+    pub fn column(self) -> &'static str {
+        match self {
+            Measure::BilledCost => "BilledCost",
+            Measure::EffectiveCost => "EffectiveCost",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Measure> {
+        match s.trim() {
+            "BilledCost" => Some(Measure::BilledCost),
+            "EffectiveCost" => Some(Measure::EffectiveCost),
+            _ => None,
+        }
+    }
+}
+
+/// A setting a job passes to a format per source (`[sources.params]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    /// Name, as the SQL reads it: `{{name}}`.
+    pub name: String,
+    /// Allowed values; the first is the default.
+    pub values: Vec<String>,
+}
 
 /// How a format's raw columns are laid out before the SQL sees them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +69,13 @@ pub enum Layout {
     /// OCI cost reports: `lineItem/referenceNo` headers become `line_item_reference_no`, and
     /// the `tags/<namespace>.<key>` columns fold into a `tags` JSON column (keys as OCI writes them).
     OciCost,
+    /// Azure cost details: EA/MCA headers in any casing (`CostInBillingCurrency`,
+    /// `costInBillingCurrency`) become snake_case (`cost_in_billing_currency`).
+    Azure,
+    /// Exports with nested records (GCP billing export: `service`, `sku`, `usage`, `credits[]`):
+    /// a declared column `usage_amount` the file lacks is taken from the `usage` record's
+    /// `amount`; CSV headers spelled `usage.amount` become `usage_amount`.
+    Nested,
     /// AWS CUR: legacy `lineItem/UnblendedCost` headers become `line_item_unblended_cost`
     /// (the Athena/CUR 2.0 spelling, ARN → `a_r_n`), CUR 2.0's `product` map is flattened into
     /// `product_<key>` columns and resource tags (columns or map) are folded into a `tags`
@@ -71,6 +117,17 @@ pub struct Format {
     /// When the source has no billing period column: `month` keys the source total by the
     /// calendar month of `source_period` (the mapping must derive BillingPeriodStart the same way).
     pub source_period_grain: Option<String>,
+    /// Parameters the job may set per source.
+    pub params: Vec<Param>,
+    /// The `@source_measure` header: the default measure and overrides by parameter value.
+    #[allow(clippy::type_complexity)]
+    pub measure_spec: (Measure, Vec<(String, String, Measure)>),
+    /// Which FOCUS cost the source total is reconciled against (after [`Format::with_params`]).
+    pub measure: Measure,
+    /// `canonical=other` column aliases, in header order.
+    pub aliases: Vec<(String, String)>,
+    /// The SQL as written, `{{param}}` placeholders and all.
+    pub template: String,
 }
 
 impl Format {
@@ -86,7 +143,7 @@ impl Format {
             };
             let e = h.entry(k.trim().to_string()).or_default();
             if !e.is_empty() {
-                e.push(',');
+                e.push(if k.trim() == "param" { ';' } else { ',' });
             }
             e.push_str(v.trim());
         }
@@ -109,10 +166,22 @@ impl Format {
                 })
                 .unwrap_or_default()
         };
+        fn list_of(h: &BTreeMap<String, String>, k: &str, sep: char) -> Vec<String> {
+            h.get(k)
+                .map(|v| {
+                    v.split(sep)
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
         let layout = match one("layout")?.as_str() {
             "plain" => Layout::Plain,
             "aws_cur" => Layout::AwsCur,
             "oci_cost" => Layout::OciCost,
+            "azure" => Layout::Azure,
+            "nested" => Layout::Nested,
             other => return Err(bad(format!("unknown @layout {other:?}"))),
         };
         let f = Format {
@@ -130,6 +199,22 @@ impl Format {
             source_period: one("source_period")?,
             source_account: one("source_account")?,
             source_period_grain: h.get("source_period_grain").cloned(),
+            params: list_of(&h, "param", ';')
+                .iter()
+                .map(|p| parse_param(p).ok_or_else(|| bad(format!("bad @param {p:?}; expected `name = value, value`"))))
+                .collect::<Result<_>>()?,
+            measure_spec: parse_measure(h.get("source_measure").map(String::as_str))
+                .ok_or_else(|| bad("bad @source_measure; expected `BilledCost` or `EffectiveCost`, optionally `, <M> when <param> = <value>`".into()))?,
+            measure: Measure::BilledCost,
+            aliases: list("alias")
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .map(|(c, o)| (c.trim().to_string(), o.trim().to_string()))
+                        .ok_or_else(|| bad(format!("bad @alias {a:?}; expected canonical=other")))
+                })
+                .collect::<Result<_>>()?,
+            template: sql.clone(),
             sql,
         };
         if f.detect.is_empty() {
@@ -147,6 +232,65 @@ impl Format {
                 f.source_period
             )));
         }
+        for (p, v, _) in &f.measure_spec.1 {
+            if !f
+                .params
+                .iter()
+                .any(|d| &d.name == p && d.values.contains(v))
+            {
+                return Err(bad(format!(
+                    "@source_measure names {p} = {v}, which no @param allows"
+                )));
+            }
+        }
+        f.with_params(&BTreeMap::new())
+            .map_err(|e| bad(format!("the defaults do not instantiate: {e}")))
+    }
+
+    /// The format with a source's parameters applied: `{{name}}` in the SQL replaced by the
+    /// value (a job may only choose among the values the header allows, so nothing but those
+    /// words reaches the SQL) and the measure chosen. Unknown names and values are refused.
+    pub fn with_params(&self, given: &BTreeMap<String, String>) -> Result<Format> {
+        let mut f = self.clone();
+        f.sql = self.template.clone();
+        for name in given.keys() {
+            if !self.params.iter().any(|p| &p.name == name) {
+                return Err(TallyError::Usage(format!(
+                    "format {} has no parameter {name:?}; it takes: {}",
+                    self.name,
+                    if self.params.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.params
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )));
+            }
+        }
+        let mut chosen = BTreeMap::new();
+        for p in &self.params {
+            let v = given.get(&p.name).unwrap_or(&p.values[0]);
+            if !p.values.contains(v) {
+                return Err(TallyError::Usage(format!(
+                    "format {}: {} = {v:?} is not one of {}",
+                    self.name,
+                    p.name,
+                    p.values.join(", ")
+                )));
+            }
+            f.sql = f.sql.replace(&format!("{{{{{}}}}}", p.name), v);
+            f.template = self.template.clone();
+            chosen.insert(p.name.clone(), v.clone());
+        }
+        f.measure = self.measure_spec.0;
+        for (p, v, m) in &self.measure_spec.1 {
+            if chosen.get(p) == Some(v) {
+                f.measure = *m;
+            }
+        }
         Ok(f)
     }
 
@@ -154,6 +298,43 @@ impl Format {
     pub fn declared_columns(&self) -> impl Iterator<Item = &String> {
         self.text.iter().chain(&self.decimal).chain(&self.timestamp)
     }
+}
+
+/// `cost_view = actual, amortized` → a parameter.
+fn parse_param(text: &str) -> Option<Param> {
+    let (name, values) = text.split_once('=')?;
+    let values: Vec<String> = values
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let name = name.trim();
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (word(name) && !values.is_empty() && values.iter().all(|v| word(v))).then(|| Param {
+        name: name.to_string(),
+        values,
+    })
+}
+
+/// `BilledCost` or `BilledCost, EffectiveCost when cost_view = amortized`.
+#[allow(clippy::type_complexity)]
+fn parse_measure(text: Option<&str>) -> Option<(Measure, Vec<(String, String, Measure)>)> {
+    let Some(text) = text else {
+        return Some((Measure::BilledCost, vec![]));
+    };
+    let mut parts = text.split(',');
+    let default = Measure::parse(parts.next()?)?;
+    let mut overrides = Vec::new();
+    for part in parts {
+        let (m, cond) = part.split_once(" when ")?;
+        let (p, v) = cond.split_once('=')?;
+        overrides.push((
+            p.trim().to_string(),
+            v.trim().to_string(),
+            Measure::parse(m)?,
+        ));
+    }
+    Some((default, overrides))
 }
 
 /// All known formats, in a stable order.
@@ -221,6 +402,48 @@ mod tests {
         let all = all().unwrap();
         assert!(all.iter().any(|f| f.name == "aws_cur"));
         assert!(all.iter().any(|f| f.name == "focus"));
+    }
+
+    #[test]
+    fn params_choose_the_sql_and_the_measure() {
+        let azure = by_name("azure_cost_details").unwrap();
+        assert_eq!(azure.measure, Measure::BilledCost);
+        assert!(
+            !azure.sql.contains("{{cost_view}}") && azure.sql.contains("'actual' = 'amortized'")
+        );
+        let given = BTreeMap::from([("cost_view".to_string(), "amortized".to_string())]);
+        let am = azure.with_params(&given).unwrap();
+        assert_eq!(am.measure, Measure::EffectiveCost);
+        assert!(am.sql.contains("'amortized' = 'amortized'"));
+        // Back to the default from an instantiated format: the template is kept.
+        assert_eq!(
+            am.with_params(&BTreeMap::new()).unwrap().measure,
+            Measure::BilledCost
+        );
+        let bad = BTreeMap::from([("cost_view".to_string(), "x' OR '1".to_string())]);
+        assert!(
+            azure
+                .with_params(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("not one of")
+        );
+        let unknown = BTreeMap::from([("view".to_string(), "actual".to_string())]);
+        assert!(
+            azure
+                .with_params(&unknown)
+                .unwrap_err()
+                .to_string()
+                .contains("no parameter")
+        );
+        assert!(
+            by_name("aws_cur")
+                .unwrap()
+                .with_params(&given)
+                .unwrap_err()
+                .to_string()
+                .contains("none")
+        );
     }
 
     #[test]

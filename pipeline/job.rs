@@ -13,6 +13,7 @@
 //! url = "file://../sample-data/aws/cur1"
 //! format = "aws_cur"                # optional: detected from the header when absent
 //! cost_identity = "warn"            # optional: overrides [checks] for this source
+//! params = { cost_view = "actual" } # optional: settings the format takes (`tally formats`)
 //!
 //! [checks]
 //! cost_identity = "quarantine"      # or "warn": keep the row, count the violation
@@ -76,6 +77,9 @@ pub struct Source {
     /// Overrides `[checks] cost_identity` for this source.
     #[serde(default)]
     pub cost_identity: Option<Severity>,
+    /// Settings the format takes (see `tally formats`), e.g. Azure's `cost_view = "amortized"`.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// `[checks]`

@@ -13,6 +13,7 @@ pub mod error;
 pub mod formats;
 pub mod hash;
 pub mod job;
+pub mod lookup;
 pub mod manifest;
 pub mod normalize;
 pub mod progress;

@@ -38,6 +38,9 @@ enum Command {
         /// Also write the FOCUS 1.2 projection (table cost_and_usage_1_2).
         #[arg(long = "focus-version", value_parser = ["1.4", "1.2"])]
         focus_version: Vec<String>,
+        /// One-off: a format setting, `name=value` (e.g. `cost_view=amortized`); repeatable.
+        #[arg(long = "param", requires = "source", value_parser = parse_param)]
+        params: Vec<(String, String)>,
     },
     /// Strict FOCUS checks on a file or a tally table, reported per rule (exit 5 on failures).
     Validate {
@@ -110,6 +113,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             format,
             output,
             focus_version,
+            params,
         } => {
             let req = match (path, source) {
                 (Some(path), None) => {
@@ -140,6 +144,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                             url: job::resolve_url(&src, &cwd),
                             format,
                             cost_identity: None,
+                            params: params.into_iter().collect(),
                         }],
                         checks: Default::default(),
                     };
@@ -249,15 +254,25 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
         }
         Command::Formats => {
             for f in formats::all()? {
-                println!(
-                    "{:<12} provider {:<6} detect: {}   ({})",
-                    f.name,
-                    f.provider,
-                    f.detect.join(", "),
-                    f.sql_path
-                );
+                println!("{}  (provider {}, {})", f.name, f.provider, f.sql_path);
+                println!("    detected by columns: {}", f.detect.join(", "));
+                for p in &f.params {
+                    println!(
+                        "    params: {} = {} (default {})",
+                        p.name,
+                        p.values.join(" | "),
+                        p.values[0]
+                    );
+                }
             }
             Ok(exit::OK)
         }
     }
+}
+
+/// `name=value` → a format parameter.
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected name=value, got {s:?}"))
 }

@@ -141,13 +141,16 @@ pub struct Reconciliation {
     pub billing_period_start: String,
     /// Currency.
     pub currency: String,
+    /// The FOCUS cost compared: `BilledCost`, or `EffectiveCost` for sources whose own total is
+    /// amortized (Azure's amortized cost file).
+    pub measure: crate::formats::Measure,
     /// Σ of the source's own cost column (e.g. `lineItem/UnblendedCost`).
     pub source_total: String,
-    /// Σ BilledCost written.
-    pub billed_cost_written: String,
-    /// Σ amounts of quarantined rows.
+    /// Σ of the measure over the rows written.
+    pub written: String,
+    /// Σ of the measure over the quarantined rows.
     pub quarantined: String,
-    /// source_total − billed_cost_written − quarantined.
+    /// source_total − written − quarantined.
     pub difference: String,
     /// `match` or `mismatch`.
     pub status: String,

@@ -24,7 +24,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use crate::error::{Result, TallyError};
-use crate::formats::Format;
+use crate::formats::{Format, Measure};
 use crate::job::Severity;
 use crate::quarantine::QuarantineRow;
 use crate::schema::{FocusSchema, sql_str};
@@ -119,11 +119,16 @@ impl QuarantineSummary {
     fn add(&mut self, q: &QuarantineRow) {
         self.rows += 1;
         *self.by_rule.entry(q.rule.clone()).or_default() += 1;
-        if let Some(a) = q.amount {
+        for (measure, amount) in [
+            (Measure::BilledCost, q.amount),
+            (Measure::EffectiveCost, q.effective_amount),
+        ] {
+            let Some(a) = amount else { continue };
             let key = (
                 q.provider.clone(),
                 q.period_start.clone(),
                 q.currency.clone(),
+                measure,
             );
             if crate::decimal::accumulate(&mut self.amounts, key, a).is_err() {
                 self.overflowed = true;
@@ -647,7 +652,12 @@ fn split_batch(
         .as_any()
         .downcast_ref::<arrow::array::Int64Array>()
         .expect("i64");
-    let key = |r: usize| -> TotalKey {
+    let effective = col("EffectiveCost")
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .expect("decimal");
+    let money = |a: &Decimal128Array, r: usize| (!a.is_null(r)).then(|| a.value(r));
+    let key = |r: usize, measure: Measure| -> TotalKey {
         (
             provider.value(r).to_string(),
             if period.is_null(r) {
@@ -660,6 +670,7 @@ fn split_batch(
             } else {
                 currency.value(r).to_string()
             },
+            measure,
         )
     };
     let mut q_rows = Vec::new();
@@ -676,12 +687,12 @@ fn split_batch(
             *taken = true;
             keep[r] = false;
             let mut q = pre.clone();
-            q.amount = if !fold.is_null(r) {
-                Some(0)
+            (q.amount, q.effective_amount) = if !fold.is_null(r) {
+                (Some(0), Some(0))
             } else {
-                (!billed.is_null(r)).then(|| billed.value(r))
+                (money(billed, r), money(effective, r))
             };
-            let (_, ps, cur) = key(r);
+            let (_, ps, cur, _) = key(r, Measure::BilledCost);
             if !period.is_null(r) {
                 q.period = timestamp::year_month(period.value(r));
                 q.period_start = ps;
@@ -700,13 +711,14 @@ fn split_batch(
             keep[r] = false;
             q_rows.push((r, rule));
         } else {
-            let amount = if billed.is_null(r) {
-                0
-            } else {
-                billed.value(r)
-            };
-            crate::decimal::accumulate(&mut outcome.written_totals, key(r), amount)
-                .map_err(TallyError::Integrity)?;
+            for (m, a) in [
+                (Measure::BilledCost, billed),
+                (Measure::EffectiveCost, effective),
+            ] {
+                let amount = money(a, r).unwrap_or(0);
+                crate::decimal::accumulate(&mut outcome.written_totals, key(r, m), amount)
+                    .map_err(TallyError::Integrity)?;
+            }
             for i in &warned[r] {
                 *outcome
                     .warnings
@@ -733,7 +745,7 @@ fn split_batch(
                 .ok()
                 .and_then(|ci| cell_text(bad.column(ci).as_ref(), k).ok())
                 .filter(|v| !v.is_empty());
-            let (_, ps, cur) = key(*r);
+            let (_, ps, cur, _) = key(*r, Measure::BilledCost);
             outcome.quarantined.push(QuarantineRow {
                 provider: provider.value(*r).to_string(),
                 format: outcome.format.clone(),
@@ -756,7 +768,8 @@ fn split_batch(
                 },
                 period_start: ps,
                 currency: cur,
-                amount: (!billed.is_null(*r)).then(|| billed.value(*r)),
+                amount: money(billed, *r),
+                effective_amount: money(effective, *r),
                 ingestion_id: outcome.ingestion_id.clone(),
             });
         }

@@ -41,8 +41,10 @@ pub struct QuarantineRow {
     pub period_start: String,
     /// Reconciliation key: currency.
     pub currency: String,
-    /// The row's amount for the reconciliation (source cost before mapping, BilledCost after).
+    /// The row's amount for the reconciliation (BilledCost; before mapping, the source's cost when that is its measure).
     pub amount: Option<i128>,
+    /// The row's EffectiveCost for the reconciliation of sources whose total is EffectiveCost.
+    pub effective_amount: Option<i128>,
     /// Ingestion id of the file.
     pub ingestion_id: String,
 }

@@ -9,13 +9,13 @@ use sha2::{Digest, Sha256};
 use tracing::{info, info_span, warn};
 
 use crate::error::{Result, TallyError};
-use crate::formats::{self, Format};
+use crate::formats::{self, Format, Measure};
 use crate::job::Job;
 use crate::manifest::{self, Manifest, Reconciliation};
 use crate::normalize::{self, PartitionKey, RowSink};
 use crate::quarantine::{self, QuarantineRow};
 use crate::schema::FocusSchema;
-use crate::source::layout::canonical_name;
+use crate::source::layout::Adapter;
 use crate::source::typing::TotalKey;
 use crate::table::{self, Staged, names};
 use crate::{decimal, progress, resources, storage};
@@ -261,6 +261,7 @@ async fn ingest(
     let mut quarantined: BTreeMap<TotalKey, i128> = BTreeMap::new();
     let mut partitions: BTreeSet<PartitionKey> = BTreeSet::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut measures: BTreeSet<(String, Measure)> = BTreeSet::new();
     for source in &job.sources {
         let span = info_span!("source", name = %source.name);
         let _g = span.enter();
@@ -290,12 +291,7 @@ async fn ingest(
                 None => {
                     let candidates: Vec<(Format, Vec<String>)> = all_formats
                         .iter()
-                        .map(|f| {
-                            (
-                                f.clone(),
-                                names.iter().map(|n| canonical_name(f.layout, n)).collect(),
-                            )
-                        })
+                        .map(|f| (f.clone(), Adapter::new(f, &names).names().to_vec()))
                         .collect();
                     (formats::detect(&candidates, &file.url)?.clone(), true)
                 }
@@ -303,6 +299,13 @@ async fn ingest(
             if detected {
                 info!(file = %file.url, format = %format.name, "format detected from the header");
             }
+            let format = format
+                .with_params(&source.params)
+                .map_err(|e| TallyError::Job {
+                    path: job.job.name.clone().into(),
+                    message: format!("source {:?}: {e}", source.name),
+                })?;
+            measures.insert((format.provider.clone(), format.measure));
             let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
             let ingestion_id = ingestion_id(&file, &format);
             let o = normalize::process_file(
@@ -383,7 +386,7 @@ async fn ingest(
     }
 
     // Reconcile before anything is committed: a mismatch publishes nothing.
-    m.reconciliation = reconcile(&source_totals, &written, &quarantined);
+    m.reconciliation = reconcile(&measures, &source_totals, &written, &quarantined);
     let t = &m.totals;
     if t.rows_read + t.rows_derived != t.rows_written + t.rows_quarantined + t.rows_folded {
         return Err(TallyError::Integrity(format!(
@@ -401,12 +404,13 @@ async fn ingest(
             .iter()
             .map(|r| {
                 format!(
-                    "{} {} {}: source {} ≠ written {} + quarantined {} (difference {})",
+                    "{} {} {} {:?}: source {} ≠ written {} + quarantined {} (difference {})",
                     r.provider,
                     r.billing_period_start,
                     r.currency,
+                    r.measure,
                     r.source_total,
-                    r.billed_cost_written,
+                    r.written,
                     r.quarantined,
                     r.difference
                 )
@@ -450,14 +454,30 @@ fn ingestion_id(file: &storage::DiscoveredFile, format: &Format) -> String {
 
 /// Reconciliation lines for every key seen on either side.
 pub fn reconcile(
+    measures: &BTreeSet<(String, Measure)>,
     source: &BTreeMap<TotalKey, i128>,
     written: &BTreeMap<TotalKey, i128>,
     quarantined: &BTreeMap<TotalKey, i128>,
 ) -> Vec<Reconciliation> {
+    // A measure is reconciled for a provider when a source of it declares that measure, and
+    // for a (period, currency) when a source of that measure has rows there — or when no
+    // source of another measure has (then the written money came from nowhere, a mismatch).
+    let sourced = |k: &TotalKey| {
+        source
+            .keys()
+            .any(|s| s.0 == k.0 && s.1 == k.1 && s.2 == k.2 && s.3 == k.3)
+    };
+    let other_sourced = |k: &TotalKey| {
+        source
+            .keys()
+            .any(|s| s.0 == k.0 && s.1 == k.1 && s.2 == k.2 && s.3 != k.3)
+    };
     let keys: BTreeSet<&TotalKey> = source
         .keys()
         .chain(written.keys())
         .chain(quarantined.keys())
+        .filter(|k| measures.contains(&(k.0.clone(), k.3)))
+        .filter(|k| sourced(k) || !other_sourced(k))
         .collect();
     keys.into_iter()
         .map(|k| {
@@ -469,8 +489,9 @@ pub fn reconcile(
                 provider: k.0.clone(),
                 billing_period_start: k.1.clone(),
                 currency: k.2.clone(),
+                measure: k.3,
                 source_total: decimal::format(s),
-                billed_cost_written: decimal::format(w),
+                written: decimal::format(w),
                 quarantined: decimal::format(q),
                 difference: decimal::format(d),
                 status: if d == 0 { "match" } else { "mismatch" }.into(),

@@ -6,6 +6,8 @@
 //! | `tally_is_kv_json(text)` | whether text is a flat JSON object: unique keys, scalar values |
 //! | `tally_is_json_object(text)` | whether text is a JSON object |
 //! | `tally_subcategory_parent(subcategory)` | the FOCUS ServiceCategory a ServiceSubcategory belongs to |
+//! | `tally_mul(a, b)` | a × b at scale 18, rounded half to even (derived figures only, e.g. a list cost) |
+//! | `tally_lookup(table, result, key_column, key)`, `tally_lookup2(table, result, key_column, key, key_column2, key2)` | a value from `schemas/lookups/<table>.csv` (see [`crate::lookup`]) |
 //! | `tally_ai_model(provider, meter)`, `tally_ai_token_class(provider, meter)`, `tally_ai_tier(provider, meter)` | model, token class and service tier from an AI meter string (`schemas/ai_token_meters.psv`), NULL when no rule matches |
 
 use std::collections::HashMap;
@@ -166,6 +168,68 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
                         .then(|| meters.parse(provider.value(i), meter.value(i)))
                         .flatten()
                         .and_then(pick);
+                    b.append_option(v);
+                }
+                Ok(ColumnarValue::Array(Arc::new(b.finish())))
+            }),
+        ));
+    }
+    let d = decimal::data_type();
+    ctx.register_udf(create_udf(
+        "tally_mul",
+        vec![d.clone(), d.clone()],
+        d,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let (x, y) = (as_dec(&a[0])?, as_dec(&a[1])?);
+            let mut out = Vec::with_capacity(x.len());
+            for i in 0..x.len() {
+                out.push(if x.is_null(i) || y.is_null(i) {
+                    None
+                } else {
+                    Some(decimal::mul(x.value(i), y.value(i)).ok_or_else(|| {
+                        datafusion::error::DataFusionError::Execution(format!(
+                            "tally_mul: {} × {} overflows Decimal128(38,18)",
+                            decimal::format(x.value(i)),
+                            decimal::format(y.value(i))
+                        ))
+                    })?)
+                });
+            }
+            let out = Decimal128Array::from(out)
+                .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)?;
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ));
+    for (name, keys) in [("tally_lookup", 1usize), ("tally_lookup2", 2)] {
+        ctx.register_udf(create_udf(
+            name,
+            vec![DataType::Utf8; 2 + 2 * keys],
+            DataType::Utf8,
+            Volatility::Immutable,
+            Arc::new(move |args: &[ColumnarValue]| {
+                let a = arrays(args)?;
+                let s = a
+                    .iter()
+                    .map(as_str)
+                    .collect::<datafusion::error::Result<Vec<_>>>()?;
+                let mut b = StringBuilder::new();
+                for i in 0..s[0].len() {
+                    if s.iter().any(|c| c.is_null(i)) {
+                        b.append_null();
+                        continue;
+                    }
+                    let table = crate::lookup::table(s[0].value(i))
+                        .map_err(datafusion::error::DataFusionError::Execution)?;
+                    let cols: Vec<&str> = (0..keys).map(|k| s[2 + 2 * k].value(i)).collect();
+                    let vals: Vec<&str> = (0..keys).map(|k| s[3 + 2 * k].value(i)).collect();
+                    let v = table.get(s[1].value(i), &cols, &vals).map_err(|e| {
+                        datafusion::error::DataFusionError::Execution(format!(
+                            "{}: {e}",
+                            s[0].value(i)
+                        ))
+                    })?;
                     b.append_option(v);
                 }
                 Ok(ColumnarValue::Array(Arc::new(b.finish())))

@@ -354,6 +354,11 @@ async fn load_file(
         source_period: "BillingPeriodStart".into(),
         source_account: "BillingAccountId".into(),
         source_period_grain: None,
+        params: vec![],
+        measure_spec: (crate::formats::Measure::BilledCost, vec![]),
+        measure: crate::formats::Measure::BilledCost,
+        aliases: vec![],
+        template: String::new(),
     };
     let adapter = Adapter::new(&format, &names);
     let typer = Typer::new(&format, adapter.names(), &names, &file.url, "");

@@ -3,7 +3,9 @@
 //! The AWS CUR's three layouts differ in spelling, not meaning: legacy CSV
 //! `lineItem/UnblendedCost`, Athena/Parquet `line_item_unblended_cost` (ARN as `a_r_n`) and
 //! CUR 2.0 (snake_case plus `product` and `resource_tags` maps). OCI cost reports use the same
-//! `group/name` headers with one column per tag (`tags/<namespace>.<key>`).
+//! `group/name` headers with one column per tag (`tags/<namespace>.<key>`). Azure cost details
+//! change casing and names between EA, MCA and export versions; GCP's billing export nests
+//! records (`usage.amount`). Older names are renamed by the format's `@alias` header.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +20,54 @@ pub fn canonical_name(layout: Layout, name: &str) -> String {
     match layout {
         Layout::Plain => name.to_string(),
         Layout::AwsCur | Layout::OciCost => aws_snake_case(name),
+        Layout::Azure => snake_case(name),
+        Layout::Nested => name
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['.', ' ', '/'], "_"),
     }
+}
+
+/// `CostInBillingCurrency`, `costInBillingCurrency` → `cost_in_billing_currency`;
+/// `PayGPrice` → `pay_g_price`; `ResourceID` → `resource_id`; spaces and dots → `_`.
+pub fn snake_case(name: &str) -> String {
+    let chars: Vec<char> = name.trim().chars().collect();
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' || c == '.' || c == '/' || c == '-' {
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+            continue;
+        }
+        if c.is_ascii_uppercase() && i > 0 {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
+            if (prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower))
+                && !out.ends_with('_')
+            {
+                out.push('_');
+            }
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Finds `path` (`amount`, `effective_price`, `labels`) in a JSON value: as one key, or split at
+/// an underscore into a key and a path below it (`adjustment_info` → `adjustment_info`, or
+/// `price_unit` → `price` → `unit`).
+fn json_path<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    let obj = v.as_object()?;
+    if let Some(hit) = obj.get(path) {
+        return Some(hit);
+    }
+    path.match_indices('_').find_map(|(i, _)| {
+        obj.get(&path[..i])
+            .and_then(|inner| json_path(inner, &path[i + 1..]))
+    })
 }
 
 /// `lineItem/UnblendedCost` → `line_item_unblended_cost`; `reservation/ReservationARN` →
@@ -77,19 +126,28 @@ pub struct Adapter {
     renamed: Vec<String>,
     tag_sources: Vec<(usize, TagSource)>,
     product_map: Option<usize>,
-    product_fill: Vec<(String, String)>, // (column, map key) missing as columns, taken from the map
+    /// (column, record column, path): declared columns the file lacks, taken from inside a
+    /// map or record column (CUR 2.0 `product`, GCP `usage`).
+    fills: Vec<(String, usize, String)>,
 }
 
 impl Adapter {
     /// Plans the adaptation of a file with these (original) column names for a format.
     pub fn new(format: &Format, names: &[String]) -> Adapter {
-        let renamed: Vec<String> = names
+        let mut renamed: Vec<String> = names
             .iter()
             .map(|n| canonical_name(format.layout, n))
             .collect();
+        for (canonical, other) in &format.aliases {
+            if !renamed.contains(canonical)
+                && let Some(i) = renamed.iter().position(|n| n == other)
+            {
+                renamed[i] = canonical.clone();
+            }
+        }
         let mut tag_sources = Vec::new();
         let mut product_map = None;
-        let mut product_fill = Vec::new();
+        let mut fills = Vec::new();
         if format.layout == Layout::OciCost {
             for (i, orig) in names.iter().enumerate() {
                 if let Some(k) = orig.strip_prefix("tags/") {
@@ -109,13 +167,34 @@ impl Adapter {
                     product_map = Some(i);
                 }
             }
-            if product_map.is_some() {
+            if let Some(pm) = product_map {
                 for c in format.declared_columns() {
                     if let Some(key) = c.strip_prefix("product_")
                         && !renamed.contains(c)
                     {
-                        product_fill.push((c.clone(), key.to_string()));
+                        fills.push((c.clone(), pm, key.to_string()));
                     }
+                }
+            }
+        }
+        if format.layout == Layout::Nested {
+            for c in format.declared_columns() {
+                if renamed.contains(c) {
+                    continue;
+                }
+                // The longest column name that prefixes it: `adjustment_info_id` comes from
+                // `adjustment_info`, not from a column `adjustment`.
+                let parent = renamed
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        c.len() > p.len() + 1
+                            && c.starts_with(p.as_str())
+                            && c.as_bytes()[p.len()] == b'_'
+                    })
+                    .max_by_key(|(_, p)| p.len());
+                if let Some((i, p)) = parent {
+                    fills.push((c.clone(), i, c[p.len() + 1..].to_string()));
                 }
             }
         }
@@ -123,13 +202,15 @@ impl Adapter {
             renamed,
             tag_sources,
             product_map,
-            product_fill,
+            fills,
         }
     }
 
     /// Whether the adapter itself reads column `i` of the file (a tag column, a tag or product map).
     pub fn consumes(&self, i: usize) -> bool {
-        self.product_map == Some(i) || self.tag_sources.iter().any(|(t, _)| *t == i)
+        self.product_map == Some(i)
+            || self.tag_sources.iter().any(|(t, _)| *t == i)
+            || self.fills.iter().any(|(_, f, _)| *f == i)
     }
 
     /// Column names after adaptation, before derived columns are added.
@@ -149,22 +230,35 @@ impl Adapter {
             fields.push(Field::new("tags", DataType::Utf8, true));
             cols.push(Arc::new(self.fold_tags(batch)));
         }
-        // Only CUR 2.0 has a product map.
-        if let Some(pm) = self.product_map {
+        // Declared columns that live inside a map or record column: parse each source cell
+        // once for all the columns taken from it.
+        let mut by_source: BTreeMap<usize, Vec<(&String, &String)>> = BTreeMap::new();
+        for (col, src, path) in &self.fills {
+            by_source.entry(*src).or_default().push((col, path));
+        }
+        for (src, wanted) in by_source {
             let map = batch
-                .column(pm)
+                .column(src)
                 .as_any()
                 .downcast_ref::<StringArray>()
                 .expect("text");
-            for (col, key) in &self.product_fill {
-                let mut b = StringBuilder::with_capacity(map.len(), map.len() * 8);
-                for r in 0..map.len() {
-                    let v = (!map.is_null(r))
-                        .then(|| serde_json::from_str::<serde_json::Value>(map.value(r)).ok())
-                        .flatten()
-                        .and_then(|v| v.get(key).and_then(json_scalar_text));
+            let mut builders: Vec<StringBuilder> = wanted
+                .iter()
+                .map(|_| StringBuilder::with_capacity(map.len(), map.len() * 8))
+                .collect();
+            for r in 0..map.len() {
+                let parsed = (!map.is_null(r))
+                    .then(|| serde_json::from_str::<serde_json::Value>(map.value(r)).ok())
+                    .flatten();
+                for ((_, path), b) in wanted.iter().zip(&mut builders) {
+                    let v = parsed
+                        .as_ref()
+                        .and_then(|v| json_path(v, path))
+                        .and_then(json_scalar_text);
                     b.append_option(v.filter(|s| !s.is_empty()));
                 }
+            }
+            for ((col, _), mut b) in wanted.into_iter().zip(builders) {
                 fields.push(Field::new(col, DataType::Utf8, true));
                 cols.push(Arc::new(b.finish()));
             }
@@ -248,6 +342,31 @@ mod tests {
             aws_snake_case("line_item_unblended_cost"),
             "line_item_unblended_cost"
         );
+    }
+
+    #[test]
+    fn azure_names_become_snake_case() {
+        for (a, b) in [
+            ("CostInBillingCurrency", "cost_in_billing_currency"),
+            ("costInBillingCurrency", "cost_in_billing_currency"),
+            ("PayGPrice", "pay_g_price"),
+            ("benefitId", "benefit_id"),
+            ("ServiceInfo1", "service_info1"),
+            ("ResourceID", "resource_id"),
+            ("Date", "date"),
+        ] {
+            assert_eq!(snake_case(a), b, "{a}");
+        }
+    }
+
+    #[test]
+    fn nested_paths_split_at_underscores() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"effective_price":"0.1","tier":{"start_amount":"5"}}"#)
+                .unwrap();
+        assert_eq!(json_path(&v, "effective_price").unwrap(), "0.1");
+        assert_eq!(json_path(&v, "tier_start_amount").unwrap(), "5");
+        assert!(json_path(&v, "unit").is_none());
     }
 
     #[test]

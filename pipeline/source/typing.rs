@@ -17,7 +17,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::decimal;
-use crate::formats::Format;
+use crate::formats::{Format, Measure};
 use crate::quarantine::QuarantineRow;
 use crate::timestamp;
 
@@ -31,8 +31,8 @@ enum Kind {
     Timestamp,
 }
 
-/// Reconciliation key: (provider, billing period start RFC 3339, currency).
-pub type TotalKey = (String, String, String);
+/// Reconciliation key: (provider, billing period start RFC 3339, currency, measure).
+pub type TotalKey = (String, String, String, Measure);
 
 /// Per-file facts gathered while typing.
 #[derive(Debug, Default, Clone)]
@@ -58,6 +58,7 @@ pub struct Typer {
     currency: Option<usize>,
     period: Option<usize>,
     account: Option<usize>,
+    measure: Measure,
     monthly: bool,
     provider: String,
     format: String,
@@ -120,6 +121,7 @@ impl Typer {
             currency: idx(&format.source_currency),
             period: idx(&format.source_period),
             account: idx(&format.source_account),
+            measure: format.measure,
             monthly: format.source_period_grain.as_deref() == Some("month"),
             provider: format.provider.clone(),
             format: format.name.clone(),
@@ -253,7 +255,7 @@ impl Typer {
                 .and_then(|i| self.text(text_col(i), r))
                 .unwrap_or("unknown")
                 .to_string();
-            let key = (self.provider.clone(), period, currency);
+            let key = (self.provider.clone(), period, currency, self.measure);
             match amount {
                 Some(a)
                     if crate::decimal::accumulate(&mut tally.totals, key.clone(), a).is_err() =>
@@ -311,7 +313,8 @@ impl Typer {
                 period,
                 period_start: key.1.clone(),
                 currency: key.2.clone(),
-                amount: *amount,
+                amount: amount.filter(|_| self.measure == Measure::BilledCost),
+                effective_amount: amount.filter(|_| self.measure == Measure::EffectiveCost),
                 ingestion_id: self.ingestion_id.clone(),
             });
         }

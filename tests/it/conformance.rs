@@ -70,12 +70,26 @@ fn judge(py: &Path, args: &[&str]) -> serde_json::Value {
 /// what this particular input lacks, each with its reason (printed), on top of the validator's
 /// documented false positives in tests/validators/focus_validator_allowed.txt.
 async fn check_format(source: &Path, expected_format: &str, allowed: &[(&str, &str)]) {
+    check_job(
+        &source.display().to_string(),
+        |out| one_source_job(source, out, None),
+        expected_format,
+        allowed,
+    )
+    .await
+}
+
+/// [`check_format`] for a job of several sources (`job` builds its text for an output folder).
+pub async fn check_job(
+    label: &str,
+    job: impl Fn(&Path) -> String,
+    expected_format: &str,
+    allowed: &[(&str, &str)],
+) {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let m = run_job(dir.path(), &one_source_job(source, &out, None))
-        .await
-        .unwrap();
+    let m = run_job(dir.path(), &job(&out)).await.unwrap();
     assert!(
         m.inputs.iter().all(|i| i.format == expected_format),
         "{:?}",
@@ -100,7 +114,7 @@ async fn check_format(source: &Path, expected_format: &str, allowed: &[(&str, &s
             .to_string(),
     ];
     for (rule, why) in allowed {
-        eprintln!("{}: allowing {rule}: {why}", source.display());
+        eprintln!("{}: allowing {rule}: {why}", label);
         args.push("--allow".into());
         args.push(rule.to_string());
     }
@@ -112,10 +126,7 @@ async fn check_format(source: &Path, expected_format: &str, allowed: &[(&str, &s
     );
     eprintln!(
         "{}: focus-validator 1.2: {} pass, {} fail (all allowed), {} skipped",
-        source.display(),
-        report["pass"],
-        report["fail"],
-        report["skipped"]
+        label, report["pass"], report["fail"], report["skipped"]
     );
 
     let v14 = dir.path().join("focus14.parquet");
@@ -133,8 +144,7 @@ async fn check_format(source: &Path, expected_format: &str, allowed: &[(&str, &s
     assert_eq!(report["violations_total"], 0, "{report}");
     eprintln!(
         "{}: focus-toolkit 1.4: ok, levels {}",
-        source.display(),
-        report["levels_passed"]
+        label, report["levels_passed"]
     );
 }
 

@@ -301,12 +301,21 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
 
 /// Copies sql/ and schemas/ to `dir` so a test can run tally with a changed mapping.
 fn resources_copy(dir: &std::path::Path) {
-    for sub in ["sql/normalize", "sql/projections", "sql/checks", "schemas"] {
+    for sub in [
+        "sql/normalize",
+        "sql/projections",
+        "sql/checks",
+        "schemas",
+        "schemas/lookups",
+    ] {
         let from = root().join(sub);
         let to = dir.join(sub);
         std::fs::create_dir_all(&to).unwrap();
         for f in std::fs::read_dir(from).unwrap() {
             let f = f.unwrap();
+            if f.path().is_dir() {
+                continue;
+            }
             std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
         }
     }

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary (linking is the slow part of a debug build), one module per concern.
 
+mod azure;
 mod common;
 mod conformance;
 mod e2e;

@@ -5,6 +5,7 @@
 //! ```text
 //! # free text: what the case shows
 //! format: aws_cur
+//! params: cost_view = amortized             <- optional: the format's settings (`tally formats`)
 //! input:
 //! <CSV header>
 //! <CSV rows ...>
@@ -25,6 +26,7 @@ use crate::common::*;
 #[derive(Default)]
 struct Case {
     format: String,
+    params: Vec<(String, String)>,
     input: Vec<String>,
     expect_cols: String,
     expect: Vec<String>,
@@ -44,6 +46,11 @@ fn parse(path: &Path) -> Case {
         }
         if let Some(v) = line.strip_prefix("format:") {
             c.format = v.trim().into();
+        } else if let Some(v) = line.strip_prefix("params:") {
+            for kv in v.split(',') {
+                let (k, v) = kv.split_once('=').expect("params: name = value, ...");
+                c.params.push((k.trim().into(), v.trim().into()));
+            }
         } else if line == "input:" {
             section = "input";
         } else if let Some(v) = line.strip_prefix("expect:") {
@@ -93,7 +100,16 @@ async fn every_sql_case_gives_its_expected_rows() {
         let src = dir.path().join("input.csv");
         std::fs::write(&src, case.input.join("\n") + "\n").unwrap();
         let out = dir.path().join("out");
-        let m = match run_job(dir.path(), &one_source_job(&src, &out, Some(&case.format))).await {
+        let mut job = one_source_job(&src, &out, Some(&case.format));
+        if !case.params.is_empty() {
+            let kv: Vec<String> = case
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k} = \"{v}\""))
+                .collect();
+            job.push_str(&format!("params = {{ {} }}\n", kv.join(", ")));
+        }
+        let m = match run_job(dir.path(), &job).await {
             Ok(m) => m,
             Err(e) => {
                 failures.push(format!("{}: run failed: {e}", path.display()));
