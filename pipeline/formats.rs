@@ -18,6 +18,7 @@
 //! | `@source_period_grain` | `month` when `@source_period` is a usage time, not a billing period start |
 //! | `@source_measure` | which FOCUS cost the source total equals: `BilledCost` (default) or `EffectiveCost`, optionally per parameter value (`BilledCost, EffectiveCost when cost_view = amortized`) |
 //! | `@param` | a setting a job passes per source (`cost_view = actual, amortized`: name, allowed values, the first the default); the SQL reads it as `{{cost_view}}` |
+//! | `@record` | columns that hold nested records or arrays (GCP `usage`, `credits`): a declared column `usage_amount` is taken from `usage`'s `amount`; JSON-lines files always get these columns, even when their first lines lack them |
 //! | `@alias` | `canonical=other`: a column the file may spell differently (older export versions); renamed when the canonical one is absent |
 
 use std::collections::BTreeMap;
@@ -126,6 +127,8 @@ pub struct Format {
     pub measure: Measure,
     /// `canonical=other` column aliases, in header order.
     pub aliases: Vec<(String, String)>,
+    /// Columns holding nested records (`@record`).
+    pub records: Vec<String>,
     /// The SQL as written, `{{param}}` placeholders and all.
     pub template: String,
 }
@@ -214,6 +217,7 @@ impl Format {
                         .ok_or_else(|| bad(format!("bad @alias {a:?}; expected canonical=other")))
                 })
                 .collect::<Result<_>>()?,
+            records: list("record"),
             template: sql.clone(),
             sql,
         };
@@ -297,6 +301,21 @@ impl Format {
     /// Every raw column the SQL may reference.
     pub fn declared_columns(&self) -> impl Iterator<Item = &String> {
         self.text.iter().chain(&self.decimal).chain(&self.timestamp)
+    }
+
+    /// The top-level fields a JSON-lines reader must always make columns of: the records and
+    /// the declared columns that are not inside one.
+    pub fn top_level_fields(&self) -> Vec<String> {
+        let inside = |c: &String| {
+            self.records.iter().any(|r| {
+                c.len() > r.len() && c.starts_with(r.as_str()) && c.as_bytes()[r.len()] == b'_'
+            })
+        };
+        self.records
+            .iter()
+            .chain(self.declared_columns().filter(|c| !inside(c)))
+            .cloned()
+            .collect()
     }
 }
 

@@ -246,7 +246,8 @@ pub fn session() -> Result<SessionContext> {
 pub async fn header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     match file.kind {
         FileKind::Parquet => Ok(read::open_parquet(loc, file).await?.0),
-        _ => read::csv_header(loc, file).await,
+        FileKind::Json | FileKind::JsonGz => read::json_header(loc, file).await,
+        FileKind::Csv | FileKind::CsvGz => read::csv_header(loc, file).await,
     }
 }
 
@@ -367,6 +368,15 @@ pub async fn process_file(
     cost_identity: Severity,
     sink: &mut impl RowSink,
 ) -> Result<FileOutcome> {
+    let mut names = names;
+    if matches!(file.kind, FileKind::Json | FileKind::JsonGz) {
+        // JSON lines leave NULL fields out: a field the first MiB did not show may still come.
+        for f in format.top_level_fields() {
+            if !names.contains(&f) {
+                names.push(f);
+            }
+        }
+    }
     let adapter = Adapter::new(format, &names);
     let declared: BTreeSet<&String> = format.declared_columns().collect();
     let ignored_columns: Vec<String> = names

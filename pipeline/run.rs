@@ -270,7 +270,8 @@ async fn ingest(
         if files.is_empty() {
             return Err(TallyError::BadFile {
                 file: source.url.clone(),
-                message: "no export files (.csv, .csv.gz, .parquet) found here".into(),
+                message: "no export files (.csv, .csv.gz, .parquet, .jsonl, .json) found here"
+                    .into(),
             });
         }
         let bar = progress::files_bar(files.len() as u64, &source.name);

@@ -132,13 +132,28 @@ pub enum FileKind {
     CsvGz,
     /// `.parquet`
     Parquet,
+    /// JSON lines: `.jsonl`, `.ndjson`, `.json` (one object per line, as BigQuery exports)
+    Json,
+    /// JSON lines, gzip-compressed (`.jsonl.gz`, `.ndjson.gz`, `.json.gz`)
+    JsonGz,
 }
 
 impl FileKind {
-    /// The kind for a file name, or `None` for files tally does not read (manifests, `.json`, ...).
+    /// The kind for a file name, or `None` for files tally does not read (export manifests such
+    /// as AWS's `…-Manifest.json` and Azure's `manifest.json`, anything else).
     pub fn of(name: &str) -> Option<FileKind> {
         let n = name.to_ascii_lowercase();
-        if n.ends_with(".csv") {
+        let json = |n: &str| {
+            (n.ends_with(".jsonl") || n.ends_with(".ndjson") || n.ends_with(".json"))
+                && !n.ends_with("manifest.json")
+        };
+        if json(&n) {
+            Some(FileKind::Json)
+        } else if let Some(inner) = n.strip_suffix(".gz")
+            && json(inner)
+        {
+            Some(FileKind::JsonGz)
+        } else if n.ends_with(".csv") {
             Some(FileKind::Csv)
         } else if n.ends_with(".csv.gz") || n.ends_with(".gz") {
             Some(FileKind::CsvGz)
@@ -163,7 +178,7 @@ pub struct DiscoveredFile {
     pub e_tag: Option<String>,
     /// Last modified, RFC 3339.
     pub last_modified: String,
-    /// CSV, CSV.gz or Parquet.
+    /// CSV, CSV.gz, Parquet or JSON lines.
     pub kind: FileKind,
 }
 
@@ -221,6 +236,9 @@ mod tests {
             Some(FileKind::Parquet)
         );
         assert_eq!(FileKind::of("Manifest.json"), None);
+        assert_eq!(FileKind::of("cur-Manifest.json"), None);
+        assert_eq!(FileKind::of("billing-000.json"), Some(FileKind::Json));
+        assert_eq!(FileKind::of("billing-000.jsonl.gz"), Some(FileKind::JsonGz));
     }
 
     #[test]

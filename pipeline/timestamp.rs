@@ -2,7 +2,8 @@
 //!
 //! Billing exports write times in many shapes; all are read as UTC instants:
 //! `2023-11-01T00:00:00Z`, `2023-11-01T00:00:00.000Z`, `2024-09-01 00:00:00`,
-//! `2023-11-01T00:00:00+01:00`, `2023-11-01` and the US form `11/01/2023` (Azure).
+//! `2023-11-01T00:00:00+01:00`, `2023-11-01`, the US form `11/01/2023` (Azure) and a billing
+//! month `202311` (GCP `invoice.month`, its first instant).
 //! Anything else is refused with the text quoted.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -19,6 +20,7 @@ pub fn parse_micros(text: &str) -> Result<i64, String> {
         "%Y-%m-%d %H:%M:%S%.f",
         "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M:%S%.fZ",
+        "%Y-%m-%d %H:%M:%S%.f UTC",
     ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             return Ok(n.and_utc().timestamp_micros());
@@ -41,6 +43,18 @@ pub fn parse_micros(text: &str) -> Result<i64, String> {
                 .and_utc()
                 .timestamp_micros());
         }
+    }
+    // A billing month, `YYYYMM` (GCP invoice.month): its first instant.
+    if s.len() == 6
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && let Some(d) =
+            NaiveDate::from_ymd_opt(s[..4].parse().unwrap_or(0), s[4..].parse().unwrap_or(0), 1)
+    {
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros());
     }
     Err(format!("not a timestamp: {text:?}"))
 }
@@ -94,6 +108,8 @@ mod tests {
             "11/01/2023",
             "11/1/2023",
             "20231101",
+            "202311",
+            "2023-11-01 00:00:00 UTC",
         ] {
             assert_eq!(parse_micros(s), Ok(NOV1), "{s}");
         }
@@ -103,6 +119,7 @@ mod tests {
     fn refuses_garbage_and_formats_back() {
         assert!(parse_micros("yesterday").is_err());
         assert!(parse_micros("2023-13-01").is_err());
+        assert!(parse_micros("202313").is_err());
         assert_eq!(format_micros(NOV1), "2023-11-01T00:00:00Z");
         assert_eq!(year_month(NOV1), "2023-11");
     }

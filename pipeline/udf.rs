@@ -6,6 +6,9 @@
 //! | `tally_is_kv_json(text)` | whether text is a flat JSON object: unique keys, scalar values |
 //! | `tally_is_json_object(text)` | whether text is a JSON object |
 //! | `tally_subcategory_parent(subcategory)` | the FOCUS ServiceCategory a ServiceSubcategory belongs to |
+//! | `tally_kv_object(array)` | `[{"key":"env","value":"prod"}, ...]` (GCP labels) → `{"env":"prod"}`; NULL when empty |
+//! | `tally_json_merge(low, high)` | two JSON objects merged, keys of `high` winning (NULLs skipped) |
+//! | `tally_json_sum(array, key)` | Σ of `key` over an array of objects (GCP `credits[].amount`), exact; NULL when a value is not a number |
 //! | `tally_mul(a, b)` | a × b at scale 18, rounded half to even (derived figures only, e.g. a list cost) |
 //! | `tally_lookup(table, result, key_column, key)`, `tally_lookup2(table, result, key_column, key, key_column2, key2)` | a value from `schemas/lookups/<table>.csv` (see [`crate::lookup`]) |
 //! | `tally_ai_model(provider, meter)`, `tally_ai_token_class(provider, meter)`, `tally_ai_tier(provider, meter)` | model, token class and service tier from an AI meter string (`schemas/ai_token_meters.psv`), NULL when no rule matches |
@@ -88,6 +91,54 @@ fn count_top_level_keys(text: &str) -> Option<usize> {
         d.deserialize_map(V)
     }
     serde_json::from_str::<Keys>(text).ok().map(|k| k.0)
+}
+
+/// `[{"key":"env","value":"prod"}]` → `{"env":"prod"}` (keys sorted; a later duplicate wins).
+pub fn kv_object(text: &str) -> Option<String> {
+    let serde_json::Value::Array(items) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    let mut m = std::collections::BTreeMap::new();
+    for it in items {
+        let k = it.get("key").and_then(|k| k.as_str())?;
+        let v = match it.get("value") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        m.insert(k.to_string(), v);
+    }
+    (!m.is_empty()).then(|| serde_json::to_string(&m).expect("tags serialize"))
+}
+
+/// Merges two JSON objects (`high`'s keys win); either may be NULL. Keys come out sorted.
+pub fn json_merge(low: Option<&str>, high: Option<&str>) -> Option<String> {
+    let mut m: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for part in [low, high].into_iter().flatten() {
+        if let Ok(serde_json::Value::Object(o)) = serde_json::from_str(part) {
+            m.extend(o);
+        }
+    }
+    (!m.is_empty()).then(|| serde_json::to_string(&m).expect("json serialize"))
+}
+
+/// Σ `key` over a JSON array of objects, exactly; `Some(0)` for an empty array, `None` when the
+/// text is not such an array or a value is not a number.
+pub fn json_sum(text: &str, key: &str) -> Option<i128> {
+    let serde_json::Value::Array(items) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
+    let mut sum: i128 = 0;
+    for it in items {
+        let v = match it.get(key)? {
+            serde_json::Value::String(s) => decimal::parse(s).ok()?,
+            serde_json::Value::Number(n) => decimal::parse(&n.to_string()).ok()?,
+            serde_json::Value::Null => 0,
+            _ => return None,
+        };
+        sum = sum.checked_add(v)?;
+    }
+    Some(sum)
 }
 
 /// Loads `schemas/focus_1_4_service_subcategories.psv` into subcategory → category.
@@ -236,6 +287,60 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             }),
         ));
     }
+    ctx.register_udf(create_udf(
+        "tally_kv_object",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let s = as_str(&arrays(args)?[0])?;
+            let mut b = StringBuilder::new();
+            for v in s.iter() {
+                b.append_option(v.and_then(kv_object));
+            }
+            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "tally_json_merge",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let (low, high) = (as_str(&a[0])?, as_str(&a[1])?);
+            let mut b = StringBuilder::new();
+            for i in 0..low.len() {
+                let l = (!low.is_null(i)).then(|| low.value(i));
+                let h = (!high.is_null(i)).then(|| high.value(i));
+                b.append_option(json_merge(l, h));
+            }
+            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "tally_json_sum",
+        vec![DataType::Utf8, DataType::Utf8],
+        decimal::data_type(),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let (arr, key) = (as_str(&a[0])?, as_str(&a[1])?);
+            let out: Decimal128Array = (0..arr.len())
+                .map(|i| {
+                    if key.is_null(i) {
+                        return None;
+                    }
+                    if arr.is_null(i) {
+                        return Some(0);
+                    }
+                    json_sum(arr.value(i), key.value(i))
+                })
+                .collect();
+            let out = out.with_precision_and_scale(decimal::PRECISION, decimal::SCALE)?;
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ));
     let parents = Arc::new(subcategory_parents()?);
     ctx.register_udf(create_udf(
         "tally_subcategory_parent",
@@ -266,6 +371,29 @@ mod tests {
         assert!(!is_kv_json(r#"{"a":1,"a":2}"#));
         assert!(!is_kv_json("[1]"));
         assert!(!is_kv_json("not json"));
+    }
+
+    #[test]
+    fn nested_json_helpers() {
+        assert_eq!(
+            kv_object(r#"[{"key":"env","value":"prod"},{"key":"app","value":"web"}]"#).as_deref(),
+            Some(r#"{"app":"web","env":"prod"}"#)
+        );
+        assert_eq!(kv_object("[]"), None);
+        assert_eq!(
+            json_merge(
+                Some(r#"{"env":"dev","team":"a"}"#),
+                Some(r#"{"env":"prod"}"#)
+            )
+            .as_deref(),
+            Some(r#"{"env":"prod","team":"a"}"#)
+        );
+        assert_eq!(json_merge(None, None), None);
+        let credits =
+            r#"[{"name":"SUD","amount":"-0.1"},{"name":"Promo","amount":"-0.000000000000000001"}]"#;
+        assert_eq!(json_sum(credits, "amount"), Some(-100_000_000_000_000_001));
+        assert_eq!(json_sum("[]", "amount"), Some(0));
+        assert_eq!(json_sum(r#"[{"amount":"x"}]"#, "amount"), None);
     }
 
     #[test]

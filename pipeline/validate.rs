@@ -359,6 +359,7 @@ async fn load_file(
         measure: crate::formats::Measure::BilledCost,
         aliases: vec![],
         template: String::new(),
+        records: vec![],
     };
     let adapter = Adapter::new(&format, &names);
     let typer = Typer::new(&format, adapter.names(), &names, &file.url, "");

@@ -187,6 +187,7 @@ impl Adapter {
                 let parent = renamed
                     .iter()
                     .enumerate()
+                    .filter(|(_, p)| format.records.is_empty() || format.records.contains(p))
                     .filter(|(_, p)| {
                         c.len() > p.len() + 1
                             && c.starts_with(p.as_str())

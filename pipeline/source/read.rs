@@ -3,7 +3,10 @@
 //! CSV and CSV.gz are decoded by `arrow-csv` on a blocking thread that pulls the object's
 //! bytes from the store as it goes (and hashes them on the way); Parquet is read row group by
 //! row group and every column is turned into text, so all formats reach the mapping the same
-//! way: every column a string, read exactly as written.
+//! way: every column a string, read exactly as written. JSON lines (BigQuery's export) are read
+//! line by line; their numbers are taken as the text written, never through a float. Nested
+//! values — Parquet structs, lists and maps, JSON objects and arrays — become JSON text whose
+//! leaves are strings, so a layout can take `usage.amount` out of `usage` exactly.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -89,7 +92,7 @@ async fn open_stream(
 
 fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn Read + Send> {
     match kind {
-        FileKind::CsvGz => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        FileKind::CsvGz | FileKind::JsonGz => Box::new(flate2::read::MultiGzDecoder::new(r)),
         _ => Box::new(r),
     }
 }
@@ -169,6 +172,111 @@ pub fn text_schema(names: &[String]) -> SchemaRef {
     ))
 }
 
+/// Wraps every bare number of one JSON text in quotes, so a parser keeps its digits as written
+/// (`{"cost":0.1000000000000000055}` → `{"cost":"0.1000000000000000055"}`).
+pub fn quote_json_numbers(line: &str) -> std::borrow::Cow<'_, str> {
+    let b = line.as_bytes();
+    if !b.iter().any(|c| c.is_ascii_digit()) {
+        return std::borrow::Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 16);
+    let (mut in_str, mut esc, mut i) = (false, false, 0);
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            if esc {
+                esc = false;
+            } else if c == b'\\' {
+                esc = true;
+            } else if c == b'"' {
+                in_str = false;
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else if c == b'-' || c.is_ascii_digit() {
+            let start = i;
+            while i < b.len() && matches!(b[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                i += 1;
+            }
+            out.push('"');
+            out.push_str(&line[start..i]);
+            out.push('"');
+            continue;
+        }
+        // Copy one whole UTF-8 character.
+        let len = match c {
+            0x00..=0x7f => 1,
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            _ => 4,
+        }
+        .min(b.len() - i);
+        out.push_str(&line[i..i + len]);
+        i += len;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// One JSON value as a text cell: strings as they are, other scalars as written, objects and
+/// arrays as JSON text; `null` as NULL.
+fn json_cell(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Reads the top-level keys of a JSON-lines file from its first MiB, in order of appearance
+/// (BigQuery leaves NULL fields out of a line, so one line does not show them all).
+pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
+    let stream = open_stream(loc, file).await?;
+    let rt = tokio::runtime::Handle::current();
+    let kind = file.kind;
+    let url = file.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = StreamRead::new(rt, stream);
+        let d = std::io::BufReader::new(decoder(kind, r).take(1 << 20));
+        let mut names: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (n, line) in std::io::BufRead::lines(d).enumerate() {
+            let Ok(line) = line else { break }; // the MiB may end inside a character
+            let line = line.trim_start_matches('\u{feff}').trim();
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                &quote_json_numbers(line),
+            ) {
+                Ok(m) => {
+                    for k in m.keys() {
+                        if seen.insert(k.clone()) {
+                            names.push(k.clone());
+                        }
+                    }
+                }
+                // The last line of the first MiB may be cut short; any other is an error.
+                Err(_) if n > 0 => break,
+                Err(e) => {
+                    return Err(TallyError::BadFile {
+                        file: url,
+                        message: format!("line 1 is not a JSON object: {e}"),
+                    });
+                }
+            }
+        }
+        if names.is_empty() {
+            return Err(TallyError::BadFile {
+                file: url,
+                message: "empty file: no JSON object on its first lines".into(),
+            });
+        }
+        Ok(names)
+    })
+    .await
+    .map_err(|e| TallyError::Internal(e.to_string()))?
+}
+
 /// Starts reading a CSV/CSV.gz file; batches arrive on the returned channel, and the task
 /// returns the SHA-256 of the bytes it read (hashed while decoding: one pass over the object).
 pub async fn spawn_csv(
@@ -197,6 +305,16 @@ pub async fn spawn_csv(
                 message,
             })
         };
+        if matches!(kind, FileKind::Json | FileKind::JsonGz) {
+            if let Err(m) = read_json_lines(decoder(kind, raw), &schema, &tx) {
+                return fail(&tx, m);
+            }
+            let d = digest.lock().expect("digest");
+            return Ok(FileDigest {
+                sha256: hex::encode(d.0.clone().finalize()),
+                bytes: d.1,
+            });
+        }
         let reader = match arrow::csv::ReaderBuilder::new(schema)
             .with_header(true)
             .with_batch_size(BATCH_ROWS)
@@ -227,6 +345,73 @@ pub async fn spawn_csv(
         })
     });
     Ok((rx, handle))
+}
+
+/// JSON lines → text batches of `schema`'s columns. A top-level field the schema lacks (one the
+/// first MiB did not show and the format does not declare, so no mapping reads it) is skipped
+/// and named in a warning with the line it first appeared on.
+fn read_json_lines(
+    r: Box<dyn Read + Send>,
+    schema: &SchemaRef,
+    tx: &mpsc::Sender<Result<RecordBatch>>,
+) -> std::result::Result<(), String> {
+    let index: std::collections::HashMap<&str, usize> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name().as_str(), i))
+        .collect();
+    let new_builders = || -> Vec<StringBuilder> {
+        (0..schema.fields().len())
+            .map(|_| StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 8))
+            .collect()
+    };
+    let mut builders = new_builders();
+    let mut cells: Vec<Option<String>> = vec![None; schema.fields().len()];
+    let mut rows = 0usize;
+    let mut late: std::collections::BTreeMap<String, usize> = Default::default();
+    let flush = |builders: &mut Vec<StringBuilder>| -> std::result::Result<(), String> {
+        let cols: Vec<ArrayRef> = builders
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
+        tx.blocking_send(Ok(batch))
+            .map_err(|_| "reader's consumer went away".to_string())
+    };
+    for (n, line) in std::io::BufRead::lines(std::io::BufReader::new(r)).enumerate() {
+        let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
+        let line = line.trim_start_matches('\u{feff}').trim();
+        if line.is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&quote_json_numbers(line))
+                .map_err(|e| format!("line {}: not a JSON object: {e}", n + 1))?;
+        for (k, v) in &obj {
+            let Some(&i) = index.get(k.as_str()) else {
+                late.entry(k.clone()).or_insert(n + 1);
+                continue;
+            };
+            cells[i] = json_cell(v).filter(|s| !s.is_empty());
+        }
+        for (b, c) in builders.iter_mut().zip(cells.iter_mut()) {
+            b.append_option(c.take());
+        }
+        rows += 1;
+        if rows == BATCH_ROWS {
+            flush(&mut builders)?;
+            builders = new_builders();
+            rows = 0;
+        }
+    }
+    if rows > 0 {
+        flush(&mut builders)?;
+    }
+    if !late.is_empty() {
+        tracing::warn!(fields = ?late, "JSON fields first seen after the header lines and not read by the mapping were skipped (field → first line)");
+    }
+    Ok(())
 }
 
 /// SHA-256 and size of an object, streamed.
@@ -299,6 +484,17 @@ fn to_text(b: &RecordBatch, schema: SchemaRef) -> std::result::Result<RecordBatc
             DataType::Map(_, _) => Arc::new(map_to_json(
                 c.as_any().downcast_ref::<MapArray>().expect("map"),
             )?),
+            DataType::Struct(_)
+            | DataType::List(_)
+            | DataType::LargeList(_)
+            | DataType::FixedSizeList(_, _) => {
+                let values = nested_values(c.as_ref())?;
+                let mut b = StringBuilder::with_capacity(values.len(), values.len() * 32);
+                for v in values {
+                    b.append_option((!v.is_null()).then(|| v.to_string()));
+                }
+                Arc::new(b.finish())
+            }
             _ => arrow::compute::cast(c, &DataType::Utf8).map_err(|e| {
                 format!(
                     "column {:?}: cannot read as text: {e}",
@@ -309,6 +505,84 @@ fn to_text(b: &RecordBatch, schema: SchemaRef) -> std::result::Result<RecordBatc
         cols.push(col);
     }
     RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+}
+
+/// Every row of a (nested) array as a JSON value; leaves become strings, exactly as their text.
+fn nested_values(a: &dyn Array) -> std::result::Result<Vec<serde_json::Value>, String> {
+    use arrow::array::AsArray;
+    use serde_json::Value;
+    let null_or = |i: usize, v: Value| if a.is_null(i) { Value::Null } else { v };
+    Ok(match a.data_type() {
+        DataType::Struct(fields) => {
+            let s = a.as_struct();
+            let children: Vec<Vec<Value>> = s
+                .columns()
+                .iter()
+                .map(|c| nested_values(c.as_ref()))
+                .collect::<std::result::Result<_, _>>()?;
+            (0..a.len())
+                .map(|i| {
+                    let obj: serde_json::Map<String, Value> = fields
+                        .iter()
+                        .zip(&children)
+                        .map(|(f, c)| (f.name().clone(), c[i].clone()))
+                        .collect();
+                    null_or(i, Value::Object(obj))
+                })
+                .collect()
+        }
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) => {
+            let (values, offsets): (ArrayRef, Vec<usize>) = match a.data_type() {
+                DataType::List(_) => {
+                    let l = a.as_list::<i32>();
+                    (
+                        l.values().clone(),
+                        l.value_offsets().iter().map(|o| *o as usize).collect(),
+                    )
+                }
+                DataType::LargeList(_) => {
+                    let l = a.as_list::<i64>();
+                    (
+                        l.values().clone(),
+                        l.value_offsets().iter().map(|o| *o as usize).collect(),
+                    )
+                }
+                _ => {
+                    let l = a.as_fixed_size_list();
+                    let n = l.value_length() as usize;
+                    (l.values().clone(), (0..=a.len()).map(|i| i * n).collect())
+                }
+            };
+            let inner = nested_values(values.as_ref())?;
+            (0..a.len())
+                .map(|i| null_or(i, Value::Array(inner[offsets[i]..offsets[i + 1]].to_vec())))
+                .collect()
+        }
+        DataType::Map(_, _) => {
+            let m = a.as_map();
+            let keys =
+                arrow::compute::cast(m.keys(), &DataType::Utf8).map_err(|e| e.to_string())?;
+            let keys = keys.as_string::<i32>();
+            let values = nested_values(m.values().as_ref())?;
+            let offsets = m.value_offsets();
+            (0..a.len())
+                .map(|i| {
+                    let obj: serde_json::Map<String, Value> = (offsets[i] as usize
+                        ..offsets[i + 1] as usize)
+                        .map(|j| (keys.value(j).to_string(), values[j].clone()))
+                        .collect();
+                    null_or(i, Value::Object(obj))
+                })
+                .collect()
+        }
+        _ => {
+            let t = arrow::compute::cast(a, &DataType::Utf8).map_err(|e| e.to_string())?;
+            t.as_string::<i32>()
+                .iter()
+                .map(|v| v.map_or(Value::Null, |s| Value::String(s.to_string())))
+                .collect()
+        }
+    })
 }
 
 fn map_to_json(m: &MapArray) -> std::result::Result<StringArray, String> {
@@ -340,6 +614,43 @@ fn map_to_json(m: &MapArray) -> std::result::Result<StringArray, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_numbers_keep_their_digits() {
+        let line = r#"{"cost":0.1000000000000000055,"n":-1.5E-7,"s":"a \"1\" é 2","b":true,"a":[1,{"x":2}]}"#;
+        let q = quote_json_numbers(line);
+        let v: serde_json::Value = serde_json::from_str(&q).unwrap();
+        assert_eq!(v["cost"], "0.1000000000000000055");
+        assert_eq!(v["n"], "-1.5E-7");
+        assert_eq!(v["s"], "a \"1\" é 2");
+        assert_eq!(v["b"], true);
+        assert_eq!(v["a"][1]["x"], "2");
+    }
+
+    #[test]
+    fn parquet_structs_and_lists_become_json_text() {
+        use arrow::array::{Int64Array, ListArray, StructArray};
+        let amount = Arc::new(arrow::array::Float64Array::from(vec![Some(0.1), None])) as ArrayRef;
+        let unit = Arc::new(StringArray::from(vec![Some("hour"), Some("byte")])) as ArrayRef;
+        let usage = StructArray::from(vec![
+            (
+                Arc::new(Field::new("amount", DataType::Float64, true)),
+                amount,
+            ),
+            (Arc::new(Field::new("unit", DataType::Utf8, true)), unit),
+        ]);
+        let credits = ListArray::from_iter_primitive::<arrow::datatypes::Int64Type, _, _>(vec![
+            Some(vec![Some(-3), Some(1)]),
+            None,
+        ]);
+        let _ = Int64Array::from(vec![1]);
+        let v = nested_values(&usage).unwrap();
+        assert_eq!(v[0].to_string(), r#"{"amount":"0.1","unit":"hour"}"#);
+        assert_eq!(v[1].to_string(), r#"{"amount":null,"unit":"byte"}"#);
+        let c = nested_values(&credits).unwrap();
+        assert_eq!(c[0].to_string(), r#"["-3","1"]"#);
+        assert!(c[1].is_null());
+    }
 
     #[test]
     fn splits_quoted_header_fields() {

@@ -4,6 +4,7 @@ mod azure;
 mod common;
 mod conformance;
 mod e2e;
+mod gcp;
 mod idempotence;
 mod s3;
 mod spec_examples;
