@@ -10,6 +10,12 @@
 --   * PricingCurrency (1.2) ← BillingCurrency when absent, and PricingCurrencyEffectiveCost ←
 --     EffectiveCost when both currencies are the same (pricing in the billing currency).
 --   * ServiceSubcategory (1.1) ← 'Other (<ServiceCategory>)' when absent.
+--   * BillingAccountType and SubAccountType (1.2), which FOCUS requires beside their ids, are
+--     'Billing Account' and 'Sub Account' when a 1.0/1.1 export cannot say more.
+--   * SkuMeter (1.1) ← Microsoft's x_SkuMeterName, else the ChargeDescription, beside a SkuId.
+--   * InvoiceId (1.1) ← x_InvoiceId when absent: Microsoft's Cost Management FOCUS 1.0 export
+--     carries the invoice id there. Providers' own custom columns (Microsoft's x_*, OCI's oci_*)
+--     are not written; the manifest lists them per file.
 -- The literal NULL (as in the FinOps Foundation's FOCUS 1.0 sample) reads as NULL; datetimes
 -- with or without 'T'/'Z' are read as UTC. Columns outside FOCUS (such as that sample's `Id`)
 -- are not written; the manifest lists them per file.
@@ -28,6 +34,7 @@
 -- @text: PricingCurrency, PricingUnit, RegionId, RegionName, ResourceId, ResourceName, ResourceType, ServiceCategory
 -- @text: ServiceName, ServiceProviderName, ServiceSubcategory, SkuId, SkuMeter, SkuPriceDetails, SkuPriceId
 -- @text: SubAccountId, SubAccountName, SubAccountType, Tags, ProviderName, PublisherName
+-- @text: x_InvoiceId, x_SkuMeterName
 -- @decimal: BilledCost, CommitmentDiscountQuantity, ConsumedQuantity, ContractedCost, ContractedUnitPrice
 -- @decimal: EffectiveCost, ListCost, ListUnitPrice, PricingCurrencyContractedUnitPrice, PricingCurrencyEffectiveCost
 -- @decimal: PricingCurrencyListUnitPrice, PricingQuantity
@@ -48,7 +55,8 @@ SELECT
   BilledCost,
   BillingAccountId,
   BillingAccountName,
-  BillingAccountType,
+  coalesce(BillingAccountType, CASE WHEN BillingAccountId IS NOT NULL THEN 'Billing Account' END)
+    AS BillingAccountType,
   BillingCurrency,
   BillingPeriodEnd,
   BillingPeriodStart,
@@ -76,7 +84,7 @@ SELECT
   EffectiveCost,
   coalesce(HostProviderName, ProviderName) AS HostProviderName,
   InvoiceDetailId,
-  InvoiceId,
+  coalesce(InvoiceId, x_InvoiceId) AS InvoiceId,
   coalesce(InvoiceIssuerName, ProviderName) AS InvoiceIssuerName,
   ListCost,
   ListUnitPrice,
@@ -98,11 +106,11 @@ SELECT
   coalesce(ServiceProviderName, ProviderName, PublisherName) AS ServiceProviderName,
   coalesce(ServiceSubcategory, 'Other (' || ServiceCategory || ')') AS ServiceSubcategory,
   SkuId,
-  SkuMeter,
+  coalesce(SkuMeter, x_SkuMeterName, CASE WHEN SkuId IS NOT NULL THEN ChargeDescription END) AS SkuMeter,
   SkuPriceDetails,
   SkuPriceId,
   SubAccountId,
   SubAccountName,
-  SubAccountType,
+  coalesce(SubAccountType, CASE WHEN SubAccountId IS NOT NULL THEN 'Sub Account' END) AS SubAccountType,
   Tags
 FROM raw

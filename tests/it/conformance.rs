@@ -195,3 +195,24 @@ async fn focus_native_exports_conform() {
         }
     }
 }
+
+/// Providers' own FOCUS exports through the FOCUS-native path: Microsoft Cost Management's
+/// FOCUS 1.0 export (invoice id in `x_InvoiceId`, Microsoft's `x_` columns) and OCI's FOCUS
+/// report (custom `oci_` columns without the `x_` prefix, which are not written).
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_focus_exports_conform() {
+    check_format(
+        &root().join("sample-data/focus/azure_cost_management_focus_1_0_export.csv"),
+        "focus",
+        &[],
+    )
+    .await;
+    let why =
+        "OCI's FOCUS report carries no invoice id, so InvoiceId is null; the validator demands one";
+    check_format(
+        &root().join("sample-data/focus/oci_focus_1_0_report.csv"),
+        "focus",
+        &[("InvoiceId-C-005-C", why)],
+    )
+    .await;
+}
