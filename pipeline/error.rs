@@ -16,6 +16,9 @@ pub mod exit {
     pub const INFRASTRUCTURE: i32 = 4;
     /// The data failed an integrity check: reconciliation mismatch or dataset-level rule.
     pub const INTEGRITY: i32 = 5;
+    /// Another run holds the output's lock: nothing was done. Not an incident; the next
+    /// scheduled run (or `--wait-lock`) picks the work up.
+    pub const BUSY: i32 = 6;
 }
 
 /// Everything that can stop a tally command.
@@ -72,6 +75,16 @@ pub enum TallyError {
         source: std::io::Error,
     },
 
+    /// Another run holds the lock on the output.
+    #[error(
+        "{output} is locked by another run ({holder}); nothing was done. Wait for it (--wait-lock SECONDS), or if it died, its lock goes stale {stale_after_secs} s after its last heartbeat"
+    )]
+    Busy {
+        output: String,
+        holder: String,
+        stale_after_secs: u64,
+    },
+
     /// Anything else (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,6 +100,7 @@ impl TallyError {
                 exit::INFRASTRUCTURE
             }
             TallyError::Integrity(_) => exit::INTEGRITY,
+            TallyError::Busy { .. } => exit::BUSY,
             TallyError::Sql { .. } | TallyError::Internal(_) => exit::INTERNAL,
         }
     }

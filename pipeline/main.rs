@@ -41,6 +41,19 @@ enum Command {
         /// One-off: a format setting, `name=value` (e.g. `cost_view=amortized`); repeatable.
         #[arg(long = "param", requires = "source", value_parser = parse_param)]
         params: Vec<(String, String)>,
+        /// Read every export file, not only the new and changed ones.
+        #[arg(long)]
+        full: bool,
+        /// Only files modified at or after this time count as new or changed
+        /// (RFC 3339, or a date: 2024-06-01).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only rebuild this billing period (YYYY-MM); repeatable. New files are always read.
+        #[arg(long = "period", value_parser = parse_period)]
+        periods: Vec<String>,
+        /// When another run holds the output's lock, wait up to this many seconds (default: exit 6 at once).
+        #[arg(long, default_value_t = 0)]
+        wait_lock: u64,
     },
     /// Strict FOCUS checks on a file or a tally table, reported per rule (exit 5 on failures).
     Validate {
@@ -114,7 +127,17 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             output,
             focus_version,
             params,
+            full,
+            since,
+            periods,
+            wait_lock,
         } => {
+            let options = run::RunOptions {
+                full,
+                since,
+                periods,
+                wait_lock: std::time::Duration::from_secs(wait_lock),
+            };
             let req = match (path, source) {
                 (Some(path), None) => {
                     let (mut job, bytes) = Job::load(&path)?;
@@ -125,6 +148,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                         job,
                         job_path: path.display().to_string(),
                         job_bytes: bytes,
+                        options,
                     }
                 }
                 (None, Some(src)) => {
@@ -153,6 +177,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                         job,
                         job_path: "<command line>".into(),
                         job_bytes: text.into_bytes(),
+                        options,
                     }
                 }
                 _ => {
@@ -162,6 +187,13 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                 }
             };
             let m = run::run(req).await?;
+            if m.inputs.is_empty() && m.files_unchanged > 0 {
+                println!(
+                    "run {} ok: nothing new — {} files unchanged since the last successful run; no table changed",
+                    m.run_id, m.files_unchanged
+                );
+                return Ok(exit::OK);
+            }
             println!(
                 "run {} ok: {} files, {} rows read, {} written, {} quarantined, {} folded, {} derived; reconciliation: {} lines, all match",
                 m.run_id,
@@ -173,6 +205,12 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                 m.totals.rows_derived,
                 m.reconciliation.len()
             );
+            if m.files_unchanged > 0 {
+                println!(
+                    "  {} files unchanged and not read ({} run)",
+                    m.files_unchanged, m.mode
+                );
+            }
             for (name, t) in &m.tables {
                 println!(
                     "  {name}: version {}",
@@ -275,4 +313,21 @@ fn parse_param(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .ok_or_else(|| format!("expected name=value, got {s:?}"))
+}
+
+/// `--since`: RFC 3339, or a date (midnight UTC).
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        .map_err(|_| format!("expected RFC 3339 or YYYY-MM-DD, got {s:?}"))
+}
+
+/// `--period`: `YYYY-MM`.
+fn parse_period(s: &str) -> Result<String, String> {
+    chrono::NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
+        .map(|_| s.to_string())
+        .map_err(|_| format!("expected YYYY-MM, got {s:?}"))
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole manifest.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,58 @@ pub struct Manifest {
     pub reconciliation: Vec<Reconciliation>,
     /// Totals over all inputs.
     pub totals: Totals,
+    /// `full` (every file read) or `incremental` (only new and changed files, and the files that
+    /// share a billing period with them).
+    pub mode: String,
+    /// Files left alone because they had not changed since the run that last read them.
+    pub files_unchanged: u64,
+    /// Every export file the output now reflects, with the identity it had when read and the
+    /// partitions its rows went to: the state the next incremental run compares against.
+    pub state: Vec<FileState>,
+}
+
+/// One export file as the tables reflect it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileState {
+    /// Source name from the job.
+    pub source: String,
+    /// URL.
+    pub url: String,
+    /// Size in bytes when read.
+    pub size: u64,
+    /// ETag when read.
+    pub e_tag: Option<String>,
+    /// Last modified when read.
+    pub last_modified: String,
+    /// Format it was read as.
+    pub format: String,
+    /// Its ingestion id: changes with the file and with the code (SQL, schemas, tally version)
+    /// that read it, so a new mapping rebuilds what it would write differently.
+    pub ingestion_id: String,
+    /// Partitions (provider, billing account, billing period) its rows were written to,
+    /// quarantined rows included.
+    pub partitions: Vec<(String, String, String)>,
+}
+
+/// What a later run needs from an earlier run's manifest.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PriorRun {
+    /// Run id.
+    pub run_id: String,
+    /// `ok` or `failed`.
+    pub status: String,
+    /// The job.
+    pub job: PriorJob,
+    /// The state after the run (absent in manifests written before incremental runs).
+    #[serde(default)]
+    pub state: Option<Vec<FileState>>,
+}
+
+/// The job part of [`PriorRun`].
+#[derive(Debug, Clone, Deserialize)]
+pub struct PriorJob {
+    /// Job name.
+    pub name: String,
 }
 
 /// Build information.

@@ -28,6 +28,23 @@ pub struct RunRequest {
     pub job_path: String,
     /// Bytes of the job file (hashed into the manifest).
     pub job_bytes: Vec<u8>,
+    /// How much to read.
+    pub options: RunOptions,
+}
+
+/// How much a run reads. By default a run is incremental: it reads the export files that are
+/// new or changed (size, ETag or last-modified) since the last successful run of the job, plus
+/// every file that shares a billing-period partition with them, and leaves the rest alone.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Read every file, whatever the last run saw (`--full`).
+    pub full: bool,
+    /// Only files modified at or after this instant count as new or changed (`--since`).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only these billing periods (`YYYY-MM`) are rebuilt; new files are always read (`--period`).
+    pub periods: Vec<String>,
+    /// How long to wait for another run's lock on the output before giving up (`--wait-lock`).
+    pub wait_lock: std::time::Duration,
 }
 
 /// A new run id: UTC start time plus a random suffix.
@@ -73,8 +90,14 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
         warnings_by_rule: BTreeMap::new(),
         reconciliation: Vec::new(),
         totals: manifest::Totals::default(),
+        mode: "full".into(),
+        files_unchanged: 0,
+        state: Vec::new(),
     };
     let out = storage::open(&req.job.output.url)?;
+    // One run at a time per output; a run that cannot get the lock writes no manifest.
+    let lock =
+        crate::lock::acquire(&out, &run_id, &req.job.job.name, req.options.wait_lock).await?;
     let result = execute(&req, &schema, &run_id, &mut m).await;
     m.finished_at = chrono::Utc::now().to_rfc3339();
     m.resources = resources::used_hashes();
@@ -91,10 +114,13 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
         .join("_tally")
         .join("manifests")
         .join(format!("{run_id}.json").as_str());
-    out.store
+    let written = out
+        .store
         .put(&path, m.to_json().into_bytes().into())
         .await
-        .map_err(|e| out.err("put", &path, e))?;
+        .map_err(|e| out.err("put", &path, e));
+    lock.release().await;
+    written?;
     info!(manifest = %out.url_of(&path), status = %m.status, "manifest written");
     result.map(|_| m)
 }
@@ -157,6 +183,179 @@ impl Projection {
     }
 }
 
+/// One export file found under one of the job's sources.
+struct Candidate {
+    source: usize,
+    loc: storage::Location,
+    file: storage::DiscoveredFile,
+}
+
+/// What a run will read, decided before anything is read.
+struct Plan {
+    candidates: Vec<Candidate>,
+    /// Indexes of the candidates to read first (new or changed; all of them in a full run).
+    work: Vec<usize>,
+    /// Partitions that must be rebuilt whatever is read: those of changed and vanished files.
+    touched: BTreeSet<PartitionKey>,
+    /// The state of the last successful run of this job (empty for a full run).
+    prior: BTreeMap<String, manifest::FileState>,
+    /// Files in that state that are no longer there.
+    vanished: Vec<String>,
+}
+
+/// The latest successful run of `job` whose manifest records its state.
+async fn prior_state(
+    out: &storage::Location,
+    job: &str,
+) -> Result<Option<(String, Vec<manifest::FileState>)>> {
+    use futures::TryStreamExt;
+    let dir = out.path.clone().join("_tally").join("manifests");
+    let mut metas: Vec<object_store::ObjectMeta> =
+        match out.store.list(Some(&dir)).try_collect().await {
+            Ok(m) => m,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(out.err("list", &dir, e)),
+        };
+    // Run ids start with their UTC start time: newest first.
+    metas.sort_by(|a, b| b.location.cmp(&a.location));
+    for meta in metas {
+        let bytes = out
+            .store
+            .get(&meta.location)
+            .await
+            .map_err(|e| out.err("get", &meta.location, e))?
+            .bytes()
+            .await
+            .map_err(|e| out.err("read", &meta.location, e))?;
+        let Ok(prior) = serde_json::from_slice::<manifest::PriorRun>(&bytes) else {
+            warn!(manifest = %out.url_of(&meta.location), "unreadable manifest skipped");
+            continue;
+        };
+        if prior.job.name == job && prior.status == "ok" {
+            return Ok(prior.state.map(|s| (prior.run_id, s)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether a file must be read again: its bytes changed (size, ETag or last-modified), or the
+/// code that would read it did (its ingestion id covers the SQL, the schemas and tally's version).
+fn file_changed(
+    prior: &manifest::FileState,
+    f: &storage::DiscoveredFile,
+    source: &crate::job::Source,
+) -> bool {
+    let bytes_changed = prior.size != f.size
+        || match (&prior.e_tag, &f.e_tag) {
+            (Some(a), Some(b)) => a != b,
+            _ => prior.last_modified != f.last_modified,
+        };
+    let name = source.format.as_deref().unwrap_or(&prior.format);
+    let code_changed = formats::by_name(name)
+        .and_then(|f| f.with_params(&source.params))
+        .map(|format| ingestion_id(f, &format) != prior.ingestion_id)
+        .unwrap_or(true);
+    bytes_changed || code_changed
+}
+
+/// Lists every source and decides what to read.
+async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Result<Plan> {
+    let mut candidates = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    for (i, source) in job.sources.iter().enumerate() {
+        let loc = storage::open(&source.url)?;
+        let files = storage::discover(&loc).await?;
+        if files.is_empty() {
+            return Err(TallyError::BadFile {
+                file: source.url.clone(),
+                message: "no export files (.csv, .csv.gz, .parquet, .jsonl, .json) found here"
+                    .into(),
+            });
+        }
+        for file in files {
+            if let Some(other) = seen.insert(file.url.clone(), source.name.clone()) {
+                return Err(TallyError::Job {
+                    path: job.job.name.clone().into(),
+                    message: format!(
+                        "{} is read by both source {other:?} and source {:?}; a file may be ingested once per run",
+                        file.url, source.name
+                    ),
+                });
+            }
+            candidates.push(Candidate {
+                source: i,
+                loc: loc.clone(),
+                file,
+            });
+        }
+    }
+    let prior = if options.full {
+        None
+    } else {
+        prior_state(out, &job.job.name).await?
+    };
+    let Some((prior_run, prior)) = prior else {
+        return Ok(Plan {
+            work: (0..candidates.len()).collect(),
+            candidates,
+            touched: BTreeSet::new(),
+            prior: BTreeMap::new(),
+            vanished: Vec::new(),
+        });
+    };
+    info!(since_run = %prior_run, files = prior.len(), "incremental: comparing with the last successful run");
+    let prior: BTreeMap<String, manifest::FileState> =
+        prior.into_iter().map(|f| (f.url.clone(), f)).collect();
+    let in_scope = |parts: &[(String, String, String)]| {
+        options.periods.is_empty() || parts.iter().any(|p| options.periods.contains(&p.2))
+    };
+    let mut work = Vec::new();
+    let mut touched = BTreeSet::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let recent = options
+            .since
+            .is_none_or(|t| c.file.last_modified.as_str() >= t.to_rfc3339().as_str());
+        match prior.get(&c.file.url) {
+            None if recent => work.push(i),
+            Some(p)
+                if recent
+                    && file_changed(p, &c.file, &job.sources[c.source])
+                    && in_scope(&p.partitions) =>
+            {
+                work.push(i);
+                touched.extend(p.partitions.iter().cloned());
+            }
+            _ => {}
+        }
+    }
+    // Gone: a file the last run read under one of this job's source URLs that is not there now.
+    let under_a_source = |p: &manifest::FileState| {
+        job.sources.iter().any(|s| {
+            s.name == p.source && {
+                let base = s.url.trim_end_matches('/');
+                p.url == base || p.url.starts_with(&format!("{base}/"))
+            }
+        })
+    };
+    let vanished: Vec<String> = prior
+        .values()
+        .filter(|p| under_a_source(p) && !seen.contains_key(&p.url))
+        .filter(|p| in_scope(&p.partitions))
+        .map(|p| p.url.clone())
+        .collect();
+    for url in &vanished {
+        warn!(file = %url, "an export file the tables reflect is gone: its partitions are rebuilt without it");
+        touched.extend(prior[url].partitions.iter().cloned());
+    }
+    Ok(Plan {
+        candidates,
+        work,
+        touched,
+        prior,
+        vanished,
+    })
+}
+
 async fn execute(
     req: &RunRequest,
     schema: &FocusSchema,
@@ -165,6 +364,23 @@ async fn execute(
 ) -> Result<()> {
     let job = &req.job;
     let root = &job.output.url;
+    let out = storage::open(root)?;
+    let plan = plan(job, &req.options, &out).await?;
+    m.mode = if plan.prior.is_empty() {
+        "full"
+    } else {
+        "incremental"
+    }
+    .into();
+    if plan.work.is_empty() && plan.vanished.is_empty() {
+        m.files_unchanged = plan.candidates.len() as u64;
+        m.state = plan.prior.into_values().collect();
+        info!(
+            files = m.files_unchanged,
+            "nothing new since the last successful run: no table changed"
+        );
+        return Ok(());
+    }
     let all_formats = formats::all()?;
     let mut sinks = Sinks {
         cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
@@ -176,20 +392,100 @@ async fn execute(
         let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
         sinks.focus_1_2 = Some((staged, projection));
     }
-    let result = ingest(job, schema, &all_formats, &mut sinks, m).await;
+    let mut ingest = Ingest::new(job, schema, &all_formats);
+    let mut touched = plan.touched.clone();
+    let mut done: BTreeSet<usize> = BTreeSet::new();
+    let mut work = plan.work.clone();
+    let result: Result<()> = async {
+        // Exports are full snapshots of their billing periods: a partition that is rebuilt is
+        // rebuilt from every file that feeds it, so unchanged files that share a partition with
+        // a changed one are read again, until no new partition comes up.
+        loop {
+            let sharing: Vec<usize> = (0..plan.candidates.len())
+                .filter(|i| {
+                    !done.contains(i)
+                        && !work.contains(i)
+                        && plan
+                            .prior
+                            .get(&plan.candidates[*i].file.url)
+                            .is_some_and(|p| p.partitions.iter().any(|k| touched.contains(k)))
+                })
+                .collect();
+            if !sharing.is_empty() && !done.is_empty() {
+                info!(
+                    files = sharing.len(),
+                    "reading unchanged files that share a rebuilt partition"
+                );
+            }
+            work.extend(sharing);
+            if work.is_empty() {
+                break;
+            }
+            let bar = progress::files_bar(work.len() as u64, "files");
+            for &i in &work {
+                let c = &plan.candidates[i];
+                ingest
+                    .file(&job.sources[c.source], &c.loc, &c.file, &mut sinks, m)
+                    .await?;
+                done.insert(i);
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            touched.extend(ingest.partitions.iter().cloned());
+            work.clear();
+        }
+        Ok(())
+    }
+    .await;
+    let result = result.and_then(|_| ingest.finish(m));
     let mut staged = vec![sinks.cost];
     if let Some((s, _)) = sinks.focus_1_2 {
         staged.push(s);
     }
     staged.push(sinks.quarantine);
-    let partitions = match result {
-        Ok(p) => p,
-        Err(e) => {
-            // Nothing was committed: remove the files staged so far, and report the run's own error.
-            abandon_all(staged).await;
-            return Err(e);
-        }
-    };
+    if let Err(e) = result {
+        // Nothing was committed: remove the files staged so far, and report the run's own error.
+        abandon_all(staged).await;
+        return Err(e);
+    }
+    let partitions = touched;
+    m.files_unchanged = (plan.candidates.len() - done.len()) as u64;
+    m.state = plan
+        .candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            if done.contains(&i) {
+                Some(manifest::FileState {
+                    source: job.sources[c.source].name.clone(),
+                    url: c.file.url.clone(),
+                    size: c.file.size,
+                    e_tag: c.file.e_tag.clone(),
+                    last_modified: c.file.last_modified.clone(),
+                    format: ingest
+                        .formats
+                        .get(&c.file.url)
+                        .cloned()
+                        .unwrap_or_default()
+                        .0,
+                    ingestion_id: ingest
+                        .formats
+                        .get(&c.file.url)
+                        .cloned()
+                        .unwrap_or_default()
+                        .1,
+                    partitions: ingest
+                        .per_file
+                        .get(&c.file.url)
+                        .map(|p| p.iter().cloned().collect())
+                        .unwrap_or_default(),
+                })
+            } else {
+                plan.prior.get(&c.file.url).cloned()
+            }
+        })
+        .collect();
+    crate::fault::point("before-commit");
 
     // Commit: every partition any input touched is replaced as a unit, table by table. The
     // manifest records each table as it commits, so a failure part-way says which did.
@@ -206,6 +502,7 @@ async fn execute(
                 return Err(e);
             }
         };
+        crate::fault::point("between-commits");
         let stats = table::partition_stats(&t)?;
         let parts = partitions
             .iter()
@@ -248,184 +545,206 @@ async fn abandon_all(staged: Vec<Staged>) {
     }
 }
 
-/// Reads every input into the staged tables and reconciles; returns the partitions touched.
-async fn ingest(
-    job: &Job,
-    schema: &FocusSchema,
-    all_formats: &[Format],
-    sinks: &mut Sinks,
-    m: &mut Manifest,
-) -> Result<BTreeSet<PartitionKey>> {
-    let mut source_totals: BTreeMap<TotalKey, i128> = BTreeMap::new();
-    let mut written: BTreeMap<TotalKey, i128> = BTreeMap::new();
-    let mut quarantined: BTreeMap<TotalKey, i128> = BTreeMap::new();
-    let mut partitions: BTreeSet<PartitionKey> = BTreeSet::new();
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let mut measures: BTreeSet<(String, Measure)> = BTreeSet::new();
-    for source in &job.sources {
-        let span = info_span!("source", name = %source.name);
-        let _g = span.enter();
-        let loc = storage::open(&source.url)?;
-        let files = storage::discover(&loc).await?;
-        if files.is_empty() {
-            return Err(TallyError::BadFile {
-                file: source.url.clone(),
-                message: "no export files (.csv, .csv.gz, .parquet, .jsonl, .json) found here"
-                    .into(),
-            });
+/// Reads files into the staged tables and keeps the sums the reconciliation compares.
+struct Ingest<'a> {
+    job: &'a Job,
+    schema: &'a FocusSchema,
+    all_formats: &'a [Format],
+    source_totals: BTreeMap<TotalKey, i128>,
+    written: BTreeMap<TotalKey, i128>,
+    quarantined: BTreeMap<TotalKey, i128>,
+    measures: BTreeSet<(String, Measure)>,
+    /// Every partition a file read so far wrote to.
+    partitions: BTreeSet<PartitionKey>,
+    /// The same, per file URL.
+    per_file: BTreeMap<String, BTreeSet<PartitionKey>>,
+    /// Format name and ingestion id, per file URL.
+    formats: BTreeMap<String, (String, String)>,
+}
+
+impl<'a> Ingest<'a> {
+    fn new(job: &'a Job, schema: &'a FocusSchema, all_formats: &'a [Format]) -> Self {
+        Ingest {
+            job,
+            schema,
+            all_formats,
+            source_totals: BTreeMap::new(),
+            written: BTreeMap::new(),
+            quarantined: BTreeMap::new(),
+            measures: BTreeSet::new(),
+            partitions: BTreeSet::new(),
+            per_file: BTreeMap::new(),
+            formats: BTreeMap::new(),
         }
-        let bar = progress::files_bar(files.len() as u64, &source.name);
-        for file in files {
-            if let Some(other) = seen.insert(file.url.clone(), source.name.clone()) {
-                return Err(TallyError::Job {
-                    path: job.job.name.clone().into(),
-                    message: format!(
-                        "{} is read by both source {other:?} and source {:?}; a file may be ingested once per run",
-                        file.url, source.name
-                    ),
-                });
-            }
-            let t0 = std::time::Instant::now();
-            let names = normalize::header(&loc, &file).await?;
-            let (format, detected): (Format, bool) = match &source.format {
-                Some(name) => (formats::by_name(name)?, false),
-                None => {
-                    let candidates: Vec<(Format, Vec<String>)> = all_formats
-                        .iter()
-                        .map(|f| (f.clone(), Adapter::new(f, &names).names().to_vec()))
-                        .collect();
-                    (formats::detect(&candidates, &file.url)?.clone(), true)
-                }
-            };
-            if detected {
-                info!(file = %file.url, format = %format.name, "format detected from the header");
-            }
-            let format = format
-                .with_params(&source.params)
-                .map_err(|e| TallyError::Job {
-                    path: job.job.name.clone().into(),
-                    message: format!("source {:?}: {e}", source.name),
-                })?;
-            measures.insert((format.provider.clone(), format.measure));
-            let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
-            let ingestion_id = ingestion_id(&file, &format);
-            let o = normalize::process_file(
-                schema,
-                &format,
-                detected,
-                &loc,
-                &file,
-                names.clone(),
-                &ingestion_id,
-                cost_identity,
-                sinks,
-            )
-            .await?;
-            info!(
-                file = %file.url,
-                rows = o.source.rows,
-                written = o.rows_written,
-                quarantined = o.quarantine.rows,
-                ms = t0.elapsed().as_millis() as u64,
-                "file normalized"
-            );
-            m.inputs.push(manifest::Input {
-                source: source.name.clone(),
-                url: file.url.clone(),
-                format: format.name.clone(),
-                format_detected: detected,
-                size: file.size,
-                e_tag: file.e_tag.clone(),
-                last_modified: file.last_modified.clone(),
-                sha256: o.digest.sha256.clone(),
-                ingestion_id: o.ingestion_id.clone(),
-                rows_read: o.source.rows,
-                rows_written: o.rows_written,
-                rows_quarantined: o.quarantine.rows,
-                rows_folded: o.folded.clone(),
-                rows_derived: o.derived.clone(),
-                ignored_columns: o.ignored_columns.clone(),
-                ai_meters_unparsed: o.ai_meters_unparsed,
-            });
-            let overflow = || {
-                TallyError::Integrity(format!(
-                    "{}: a money sum overflowed Decimal128(38,18)",
-                    file.url
-                ))
-            };
-            if o.source.overflowed || o.quarantine.overflowed {
-                return Err(overflow());
-            }
-            for (sums, part) in [
-                (&mut source_totals, &o.source.totals),
-                (&mut written, &o.written_totals),
-                (&mut quarantined, &o.quarantine.amounts),
-            ] {
-                for (k, v) in part {
-                    decimal::accumulate(sums, k.clone(), *v).map_err(|_| overflow())?;
-                }
-            }
-            for (r, n) in &o.quarantine.by_rule {
-                *m.quarantined_by_rule.entry(r.clone()).or_default() += n;
-            }
-            partitions.extend(o.quarantine.partitions.iter().cloned());
-            partitions.extend(o.partitions.iter().cloned());
-            for (r, n) in &o.warnings {
-                *m.warnings_by_rule.entry(r.clone()).or_default() += n;
-            }
-            m.totals.files += 1;
-            m.totals.rows_read += o.source.rows;
-            m.totals.rows_written += o.rows_written;
-            m.totals.rows_quarantined += o.quarantine.rows;
-            m.totals.rows_folded += o.folded.values().sum::<u64>();
-            m.totals.rows_derived += o.derived.values().sum::<u64>();
-            m.totals.ai_meters_unparsed += o.ai_meters_unparsed;
-            m.totals.unparseable_source_amounts += o.source.unparseable_amounts;
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
     }
 
-    // Reconcile before anything is committed: a mismatch publishes nothing.
-    m.reconciliation = reconcile(&measures, &source_totals, &written, &quarantined);
-    let t = &m.totals;
-    if t.rows_read + t.rows_derived != t.rows_written + t.rows_quarantined + t.rows_folded {
-        return Err(TallyError::Integrity(format!(
-            "rows read {} + derived {} ≠ written {} + quarantined {} + folded {}",
-            t.rows_read, t.rows_derived, t.rows_written, t.rows_quarantined, t.rows_folded
-        )));
+    /// Reads one file.
+    async fn file(
+        &mut self,
+        source: &crate::job::Source,
+        loc: &storage::Location,
+        file: &storage::DiscoveredFile,
+        sinks: &mut Sinks,
+        m: &mut Manifest,
+    ) -> Result<()> {
+        let job = self.job;
+        let span = info_span!("source", name = %source.name);
+        let _g = span.enter();
+        let t0 = std::time::Instant::now();
+        let names = normalize::header(loc, file).await?;
+        let (format, detected): (Format, bool) = match &source.format {
+            Some(name) => (formats::by_name(name)?, false),
+            None => {
+                let candidates: Vec<(Format, Vec<String>)> = self
+                    .all_formats
+                    .iter()
+                    .map(|f| (f.clone(), Adapter::new(f, &names).names().to_vec()))
+                    .collect();
+                (formats::detect(&candidates, &file.url)?.clone(), true)
+            }
+        };
+        if detected {
+            info!(file = %file.url, format = %format.name, "format detected from the header");
+        }
+        let format = format
+            .with_params(&source.params)
+            .map_err(|e| TallyError::Job {
+                path: job.job.name.clone().into(),
+                message: format!("source {:?}: {e}", source.name),
+            })?;
+        self.measures
+            .insert((format.provider.clone(), format.measure));
+        let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
+        let ingestion_id = ingestion_id(file, &format);
+        self.formats.insert(
+            file.url.clone(),
+            (format.name.clone(), ingestion_id.clone()),
+        );
+        let o = normalize::process_file(
+            self.schema,
+            &format,
+            detected,
+            loc,
+            file,
+            names.clone(),
+            &ingestion_id,
+            cost_identity,
+            sinks,
+        )
+        .await?;
+        crate::fault::point("after-file");
+        info!(
+            file = %file.url,
+            rows = o.source.rows,
+            written = o.rows_written,
+            quarantined = o.quarantine.rows,
+            ms = t0.elapsed().as_millis() as u64,
+            "file normalized"
+        );
+        m.inputs.push(manifest::Input {
+            source: source.name.clone(),
+            url: file.url.clone(),
+            format: format.name.clone(),
+            format_detected: detected,
+            size: file.size,
+            e_tag: file.e_tag.clone(),
+            last_modified: file.last_modified.clone(),
+            sha256: o.digest.sha256.clone(),
+            ingestion_id: o.ingestion_id.clone(),
+            rows_read: o.source.rows,
+            rows_written: o.rows_written,
+            rows_quarantined: o.quarantine.rows,
+            rows_folded: o.folded.clone(),
+            rows_derived: o.derived.clone(),
+            ignored_columns: o.ignored_columns.clone(),
+            ai_meters_unparsed: o.ai_meters_unparsed,
+        });
+        let overflow = || {
+            TallyError::Integrity(format!(
+                "{}: a money sum overflowed Decimal128(38,18)",
+                file.url
+            ))
+        };
+        if o.source.overflowed || o.quarantine.overflowed {
+            return Err(overflow());
+        }
+        for (sums, part) in [
+            (&mut self.source_totals, &o.source.totals),
+            (&mut self.written, &o.written_totals),
+            (&mut self.quarantined, &o.quarantine.amounts),
+        ] {
+            for (k, v) in part {
+                decimal::accumulate(sums, k.clone(), *v).map_err(|_| overflow())?;
+            }
+        }
+        for (r, n) in &o.quarantine.by_rule {
+            *m.quarantined_by_rule.entry(r.clone()).or_default() += n;
+        }
+        let mine = self.per_file.entry(file.url.clone()).or_default();
+        mine.extend(o.quarantine.partitions.iter().cloned());
+        mine.extend(o.partitions.iter().cloned());
+        self.partitions.extend(mine.iter().cloned());
+        for (r, n) in &o.warnings {
+            *m.warnings_by_rule.entry(r.clone()).or_default() += n;
+        }
+        m.totals.files += 1;
+        m.totals.rows_read += o.source.rows;
+        m.totals.rows_written += o.rows_written;
+        m.totals.rows_quarantined += o.quarantine.rows;
+        m.totals.rows_folded += o.folded.values().sum::<u64>();
+        m.totals.rows_derived += o.derived.values().sum::<u64>();
+        m.totals.ai_meters_unparsed += o.ai_meters_unparsed;
+        m.totals.unparseable_source_amounts += o.source.unparseable_amounts;
+        Ok(())
     }
-    let bad: Vec<&Reconciliation> = m
-        .reconciliation
-        .iter()
-        .filter(|r| r.status != "match")
-        .collect();
-    if !bad.is_empty() {
-        let lines: Vec<String> = bad
+
+    /// Reconciles what was read, before anything is committed: a mismatch publishes nothing.
+    fn finish(&self, m: &mut Manifest) -> Result<()> {
+        m.reconciliation = reconcile(
+            &self.measures,
+            &self.source_totals,
+            &self.written,
+            &self.quarantined,
+        );
+        let t = &m.totals;
+        if t.rows_read + t.rows_derived != t.rows_written + t.rows_quarantined + t.rows_folded {
+            return Err(TallyError::Integrity(format!(
+                "rows read {} + derived {} ≠ written {} + quarantined {} + folded {}",
+                t.rows_read, t.rows_derived, t.rows_written, t.rows_quarantined, t.rows_folded
+            )));
+        }
+        let bad: Vec<&Reconciliation> = m
+            .reconciliation
             .iter()
-            .map(|r| {
-                format!(
-                    "{} {} {} {:?}: source {} ≠ written {} + quarantined {} (difference {})",
-                    r.provider,
-                    r.billing_period_start,
-                    r.currency,
-                    r.measure,
-                    r.source_total,
-                    r.written,
-                    r.quarantined,
-                    r.difference
-                )
-            })
+            .filter(|r| r.status != "match")
             .collect();
-        return Err(TallyError::Integrity(format!(
-            "reconciliation failed; nothing was committed:\n  {}",
-            lines.join("\n  ")
-        )));
+        if !bad.is_empty() {
+            let lines: Vec<String> = bad
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {} {:?}: source {} ≠ written {} + quarantined {} (difference {})",
+                        r.provider,
+                        r.billing_period_start,
+                        r.currency,
+                        r.measure,
+                        r.source_total,
+                        r.written,
+                        r.quarantined,
+                        r.difference
+                    )
+                })
+                .collect();
+            return Err(TallyError::Integrity(format!(
+                "reconciliation failed; nothing was committed:\n  {}",
+                lines.join("\n  ")
+            )));
+        }
+        if m.totals.rows_quarantined > 0 {
+            warn!(rows = m.totals.rows_quarantined, by_rule = ?m.quarantined_by_rule, "rows quarantined");
+        }
+        Ok(())
     }
-    if m.totals.rows_quarantined > 0 {
-        warn!(rows = m.totals.rows_quarantined, by_rule = ?m.quarantined_by_rule, "rows quarantined");
-    }
-    Ok(partitions)
 }
 
 /// The ingestion id written to `x_IngestionRunId`: SHA-256 over the stored object's identity

@@ -26,7 +26,24 @@ pub fn sample_job_text(out_dir: &Path) -> String {
     )
 }
 
-/// Writes a job file into `dir` and runs it through the library.
+/// Writes a job file into `dir` and runs it through the library, reading every file.
+pub async fn run_job_full(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    let (job, bytes) = Job::load(&path)?;
+    run(RunRequest {
+        job,
+        job_path: path.display().to_string(),
+        job_bytes: bytes,
+        options: tally::run::RunOptions {
+            full: true,
+            ..Default::default()
+        },
+    })
+    .await
+}
+
+/// Writes a job file into `dir` and runs it through the library (incremental, the default).
 pub async fn run_job(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
@@ -35,6 +52,7 @@ pub async fn run_job(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
         job,
         job_path: path.display().to_string(),
         job_bytes: bytes,
+        options: Default::default(),
     })
     .await
 }

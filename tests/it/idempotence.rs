@@ -36,7 +36,7 @@ async fn rerunning_a_job_changes_nothing_but_the_version() {
     let job = one_source_job(&src, &out, Some("aws_cur"));
     let first = run_job(dir.path(), &job).await.unwrap();
     let n1 = count(&out, "SELECT count(*) FROM cost_and_usage").await;
-    let second = run_job(dir.path(), &job).await.unwrap();
+    let second = run_job_full(dir.path(), &job).await.unwrap();
     let n2 = count(&out, "SELECT count(*) FROM cost_and_usage").await;
     assert_eq!(n1, n2, "a rerun neither duplicates nor loses rows");
     assert_eq!(

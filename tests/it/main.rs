@@ -6,6 +6,7 @@ mod conformance;
 mod e2e;
 mod gcp;
 mod idempotence;
+mod incremental;
 mod s3;
 mod spec_examples;
 mod sql_cases;

@@ -170,16 +170,26 @@ async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).to_string()
     };
-    for attempt in 0..2 {
-        let o = env(&mut tally_cmd(), port)
-            .args(["run", job.to_str().unwrap()])
-            .output()
-            .unwrap();
+    for attempt in 0..3 {
+        // The first run, a forced full rerun, then an incremental run with nothing new.
+        let mut cmd = tally_cmd();
+        env(&mut cmd, port).args(["run", job.to_str().unwrap()]);
+        if attempt == 1 {
+            cmd.arg("--full");
+        }
+        let o = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(0), "run {attempt}: {err}");
         assert!(!err.contains(SECRET), "no secret in the logs");
         let stdout = String::from_utf8_lossy(&o.stdout);
-        assert!(stdout.contains("2 files, 1313 rows read"), "{stdout}");
+        if attempt < 2 {
+            assert!(stdout.contains("2 files, 1313 rows read"), "{stdout}");
+        } else {
+            assert!(
+                stdout.contains("nothing new — 2 files unchanged"),
+                "{stdout}"
+            );
+        }
         // 1281 + 28 rows (4 SavingsPlanNegation lines folded), the same after the rerun.
         assert_eq!(
             count(),
@@ -246,31 +256,35 @@ async fn two_runs_racing_for_the_same_partition_never_both_commit_it() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let spawn = || {
+    let spawn = |stale: &str| {
         env(&mut tally_cmd(), port)
-            .args(["run", job.to_str().unwrap()])
+            .args(["run", job.to_str().unwrap(), "--full"])
+            .env("TALLY_LOCK_STALE_SECS", stale)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap()
     };
-    let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    let codes = [a.status.code(), b.status.code()];
-    eprintln!("racing runs exited {codes:?}");
-    assert!(codes.contains(&Some(0)), "one run commits: {codes:?}");
-    for o in [&a, &b] {
-        if o.status.code() != Some(0) {
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert_eq!(
-                o.status.code(),
-                Some(4),
-                "the loser exits as an infrastructure failure: {err}"
-            );
-            assert!(
-                err.to_lowercase().contains("conflict") || err.contains("version"),
-                "{err}"
-            );
+    // First with the run lock: a second run of the job exits 6 and does nothing (or, if the
+    // first already finished, runs after it). Then with the lock defeated (every lock counts
+    // as stale), so both reach Delta's commit: its create-only put lets one commit win.
+    for (stale, loser_code, loser_says) in
+        [("120", 6, "locked by another run"), ("0", 4, "conflict")]
+    {
+        let (a, b) = (spawn(stale), spawn(stale));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let codes = [a.status.code(), b.status.code()];
+        eprintln!("racing runs (stale after {stale} s) exited {codes:?}");
+        assert!(codes.contains(&Some(0)), "one run commits: {codes:?}");
+        for o in [&a, &b] {
+            if o.status.code() != Some(0) {
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert_eq!(o.status.code(), Some(loser_code), "{err}");
+                assert!(
+                    err.to_lowercase().contains(loser_says) || err.contains("version"),
+                    "{err}"
+                );
+            }
         }
     }
     // Whatever the interleaving, the partition holds the export exactly once.

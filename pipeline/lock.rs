@@ -1,0 +1,148 @@
+//! One run at a time per output: a lock object at `<output>/_tally/lock`.
+//!
+//! Taken with a conditional create (`If-None-Match: *` on S3, an exclusive create on a file
+//! system), so of two runs starting together exactly one gets it. The holder rewrites it every
+//! [`HEARTBEAT`] with the time; a lock whose last heartbeat is older than the stale limit
+//! (`TALLY_LOCK_STALE_SECS`, default 120) belonged to a run that died (SIGKILL, lost machine) and
+//! is taken over. Delta's own optimistic commit check still guards the tables underneath; the
+//! lock makes the second run wait or stop with exit code 6 instead of doing the work twice.
+
+use std::time::Duration;
+
+use object_store::{ObjectStoreExt as _, PutMode, PutOptions};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::error::{Result, TallyError};
+use crate::storage::Location;
+
+/// How often the holder refreshes the lock.
+pub const HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// What the lock object says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Run holding it.
+    pub run_id: String,
+    /// Job name.
+    pub job: String,
+    /// Host name and process id.
+    pub owner: String,
+    /// Last heartbeat, RFC 3339.
+    pub heartbeat_at: String,
+}
+
+fn stale_after() -> Duration {
+    Duration::from_secs(
+        std::env::var("TALLY_LOCK_STALE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(120),
+    )
+}
+
+/// A held lock; [`RunLock::release`] removes it (a crash leaves it to go stale).
+pub struct RunLock {
+    loc: Location,
+    path: object_store::path::Path,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+fn body(run_id: &str, job: &str) -> Vec<u8> {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    serde_json::to_vec(&LockInfo {
+        run_id: run_id.into(),
+        job: job.into(),
+        owner: format!("{host}:{}", std::process::id()),
+        heartbeat_at: chrono::Utc::now().to_rfc3339(),
+    })
+    .expect("lock serializes")
+}
+
+/// Takes the output's lock, waiting up to `wait` for a live holder to finish.
+pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) -> Result<RunLock> {
+    let path = out.path.clone().join("_tally").join("lock");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let put = out
+            .store
+            .put_opts(
+                &path,
+                body(run_id, job).into(),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match put {
+            Ok(_) => break,
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => {}
+            Err(e) => return Err(out.err("lock", &path, e)),
+        }
+        let holder = match out.store.get(&path).await {
+            Ok(g) => g
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok()),
+            Err(object_store::Error::NotFound { .. }) => continue, // released meanwhile
+            Err(e) => return Err(out.err("read lock", &path, e)),
+        };
+        let age = holder
+            .as_ref()
+            .and_then(|h| chrono::DateTime::parse_from_rfc3339(&h.heartbeat_at).ok())
+            .map(|t| {
+                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .unwrap_or_default()
+            });
+        if age.is_none_or(|a| a > stale_after()) {
+            warn!(holder = ?holder, "taking over a stale lock (its run stopped sending heartbeats)");
+            match out.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(out.err("remove stale lock", &path, e)),
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let h = holder.expect("a fresh lock was read");
+            return Err(TallyError::Busy {
+                output: out.url_of(&out.path),
+                holder: format!(
+                    "run {} of job {:?} on {}, last heartbeat {}",
+                    h.run_id, h.job, h.owner, h.heartbeat_at
+                ),
+                stale_after_secs: stale_after().as_secs(),
+            });
+        }
+        info!("waiting for the run that holds the output's lock");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (store, hb_path, run, jobname) = (
+        out.store.clone(),
+        path.clone(),
+        run_id.to_string(),
+        job.to_string(),
+    );
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            if let Err(e) = store.put(&hb_path, body(&run, &jobname).into()).await {
+                warn!(error = %e, "could not refresh the run lock");
+            }
+        }
+    });
+    Ok(RunLock {
+        loc: out.clone(),
+        path,
+        heartbeat,
+    })
+}
+
+impl RunLock {
+    /// Stops the heartbeat and removes the lock.
+    pub async fn release(self) {
+        self.heartbeat.abort();
+        if let Err(e) = self.loc.store.delete(&self.path).await {
+            warn!(error = %e, "could not remove the run lock; it goes stale on its own");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Incremental nightly runs, crash safety and the run lock (issue 4): only new and changed
+//! export files are read, a changed period is rebuilt whole, an unchanged one is not touched,
+//! a vanished file takes its rows with it, a SIGKILL anywhere leaves the previous tables intact
+//! and the next run converges, and two runs of one output cannot both work.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+/// Two monthly CUR exports (November; December = the same rows a month later) in `dir/exports`.
+fn two_months(dir: &Path) -> PathBuf {
+    let exports = dir.join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    let nov = std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    std::fs::write(exports.join("cur-2023-11.csv"), &nov).unwrap();
+    std::fs::write(exports.join("cur-2023-12.csv"), december(&nov)).unwrap();
+    exports
+}
+
+fn december(nov: &str) -> String {
+    nov.replace("2023-11-", "2023-12-").replace(
+        "2023-12-01T00:00:00.000Z,2023-12-01T00:00:00.000Z",
+        "2023-12-01T00:00:00.000Z,2024-01-01T00:00:00.000Z",
+    )
+}
+
+fn delta_versions(out: &Path) -> usize {
+    std::fs::read_dir(out.join("cost_and_usage/_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count()
+}
+
+fn files_of(out: &Path, period: &str) -> Vec<String> {
+    parquet_files(&out.join("cost_and_usage"))
+        .into_iter()
+        .filter(|p| p.contains(&format!("x_BillingPeriod={period}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nightly_run_reads_only_what_changed_and_rebuilds_its_period_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let exports = two_months(dir.path());
+    let job = one_source_job(&exports, &out, Some("aws_cur"));
+    let first = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!((first.mode.as_str(), first.inputs.len()), ("full", 2));
+    let (versions, nov, dec) = (
+        delta_versions(&out),
+        files_of(&out, "2023-11"),
+        files_of(&out, "2023-12"),
+    );
+    let totals = "SELECT x_BillingPeriod, count(*), sum(BilledCost) FROM cost_and_usage GROUP BY 1 ORDER BY 1";
+    let before = lines(&query(&out, totals).await);
+
+    // Nothing new: nothing read, no table version, the state carried over.
+    let idle = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(
+        (idle.mode.as_str(), idle.inputs.len(), idle.files_unchanged),
+        ("incremental", 0, 2)
+    );
+    assert!(idle.tables.is_empty());
+    assert_eq!(idle.state, first.state);
+    assert_eq!(delta_versions(&out), versions);
+
+    // AWS re-delivers December, 100 line items fewer: only December is read and replaced;
+    // November's data files are the very same files.
+    let dec_text = std::fs::read_to_string(exports.join("cur-2023-12.csv")).unwrap();
+    let mut l: Vec<&str> = dec_text.lines().collect();
+    l.drain(1..101);
+    std::fs::write(exports.join("cur-2023-12.csv"), l.join("\n") + "\n").unwrap();
+    let m = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(m.inputs.len(), 1, "{:?}", m.inputs);
+    assert!(m.inputs[0].url.ends_with("cur-2023-12.csv"));
+    assert_eq!(m.files_unchanged, 1);
+    assert_eq!(delta_versions(&out), versions + 1);
+    assert_eq!(files_of(&out, "2023-11"), nov, "November untouched");
+    assert_ne!(files_of(&out, "2023-12"), dec);
+    let after = lines(&query(&out, totals).await);
+    assert_eq!(after[0], before[0]);
+    let dec_rows: u64 = after[1].split(" | ").nth(1).unwrap().parse().unwrap();
+    let dec_q = count_q(&out, "2023-12").await;
+    assert_eq!(
+        dec_rows + dec_q,
+        1181,
+        "December holds exactly the restated export"
+    );
+
+    // A second file for December arrives: the whole period is rebuilt from both files.
+    std::fs::write(exports.join("cur-2023-12-part2.csv"), &dec_text).unwrap();
+    let m = run_job(dir.path(), &job).await.unwrap();
+    let read: Vec<&str> = m
+        .inputs
+        .iter()
+        .map(|i| i.url.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        read,
+        vec!["cur-2023-12-part2.csv", "cur-2023-12.csv"],
+        "new file first, then its period's other file"
+    );
+    assert_eq!(files_of(&out, "2023-11"), nov);
+
+    // The extra file is withdrawn: December is rebuilt without it.
+    std::fs::remove_file(exports.join("cur-2023-12-part2.csv")).unwrap();
+    run_job(dir.path(), &job).await.unwrap();
+    let again = lines(&query(&out, totals).await);
+    assert_eq!(again, after, "back to the restated December alone");
+
+    // --full reads everything again and writes the same data.
+    let full = run_job_full(dir.path(), &job).await.unwrap();
+    assert_eq!(full.inputs.len(), 2);
+    assert_eq!(lines(&query(&out, totals).await), after);
+}
+
+async fn count_q(out: &Path, period: &str) -> u64 {
+    scalar(
+        &query(
+            out,
+            &format!("SELECT count(*) FROM quarantine WHERE x_BillingPeriod = '{period}'"),
+        )
+        .await,
+    )
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn a_changed_mapping_rebuilds_what_it_reads_and_a_no_op_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = root().join("sample-data/aws/cur-athena");
+    assert_eq!(run_one_off(&src, &out).status.code(), Some(0));
+    let o = run_one_off(&src, &out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("nothing new — 1 files unchanged"),
+        "{stdout}"
+    );
+    // The same export under a changed mapping (a comment is enough): read again.
+    let res = dir.path().join("res");
+    for sub in [
+        "sql/normalize",
+        "sql/projections",
+        "sql/checks",
+        "schemas",
+        "schemas/lookups",
+    ] {
+        std::fs::create_dir_all(res.join(sub)).unwrap();
+        for f in std::fs::read_dir(root().join(sub)).unwrap() {
+            let f = f.unwrap();
+            if f.path().is_file() {
+                std::fs::copy(f.path(), res.join(sub).join(f.file_name())).unwrap();
+            }
+        }
+    }
+    let sql = res.join("sql/normalize/aws_cur.sql");
+    let text = std::fs::read_to_string(&sql).unwrap();
+    std::fs::write(&sql, text + "\n-- reviewed\n").unwrap();
+    let o = one_off_cmd(&src, &out)
+        .env("TALLY_RESOURCES", &res)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("1 files, "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs tally on `job` with a crash point; it must die by SIGKILL.
+fn run_killed_at(job: &Path, point: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let o = tally_cmd()
+        .args(["run", job.to_str().unwrap()])
+        .env("TALLY_FAULT_KILL_AT", point)
+        .env("TALLY_LOCK_STALE_SECS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "{point}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn table_state(out: &Path) -> String {
+    let o = tally_cmd()
+        .args([
+            "query",
+            "-t",
+            out.to_str().unwrap(),
+            "--format",
+            "csv",
+            "SELECT x_BillingPeriod, count(*) n, count(DISTINCT x_SourceFile || ':' || x_SourceRow) d, sum(BilledCost) s \
+             FROM cost_and_usage GROUP BY 1 ORDER BY 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into()
+}
+
+#[test]
+fn a_run_killed_anywhere_leaves_the_tables_as_they_were_and_the_next_run_converges() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let exports = two_months(dir.path());
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, one_source_job(&exports, &out, Some("aws_cur"))).unwrap();
+    let ok = |extra: &[&str]| {
+        let o = tally_cmd()
+            .args(["run", job.to_str().unwrap()])
+            .args(extra)
+            // The killed run's lock is left behind; a real deployment waits for it to go stale.
+            .env("TALLY_LOCK_STALE_SECS", "0")
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    ok(&[]);
+    let before = table_state(&out);
+    // A restated December the killed runs are in the middle of publishing.
+    let dec = exports.join("cur-2023-12.csv");
+    let text = std::fs::read_to_string(&dec).unwrap();
+    let mut l: Vec<&str> = text.lines().collect();
+    l.drain(1..201);
+    std::fs::write(&dec, l.join("\n") + "\n").unwrap();
+    for point in ["after-file", "before-commit", "between-commits"] {
+        run_killed_at(&job, point);
+        let now = table_state(&out);
+        if point == "between-commits" {
+            // cost_and_usage committed, the 1.2/quarantine tables not yet: the main table is
+            // already the new one, whole (never half), and no row is there twice.
+            assert!(
+                now.lines().all(|r| {
+                    let f: Vec<&str> = r.split(',').collect();
+                    f[0] == "x_BillingPeriod" || f[1] == f[2]
+                }),
+                "{now}"
+            );
+        } else {
+            assert_eq!(
+                now, before,
+                "killed at {point}: the previous tables are intact"
+            );
+        }
+    }
+    // The next run sees that the last *successful* run did not read the restated file, reads
+    // it, and ends exactly where a clean full run from scratch ends.
+    ok(&[]);
+    let converged = table_state(&out);
+    let fresh = dir.path().join("fresh");
+    let job2 = dir.path().join("job2.toml");
+    std::fs::write(&job2, one_source_job(&exports, &fresh, Some("aws_cur"))).unwrap();
+    let o = tally_cmd()
+        .args(["run", job2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(converged, table_state(&fresh));
+    assert_ne!(converged, before);
+}
+
+#[test]
+fn a_second_run_of_an_output_waits_or_exits_6_and_a_dead_runs_lock_goes_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = root().join("sample-data/aws/cur-athena");
+    let lock = out.join("_tally/lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let held = |at: chrono::DateTime<chrono::Utc>| {
+        serde_json::json!({"run_id": "20261128T000000Z-deadbeef", "job": "nightly", "owner": "host-a:4242", "heartbeat_at": at.to_rfc3339()})
+            .to_string()
+    };
+    std::fs::write(&lock, held(chrono::Utc::now())).unwrap();
+    let o = run_one_off(&src, &out);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("locked by another run") && err.contains("20261128T000000Z-deadbeef"),
+        "{err}"
+    );
+    assert!(!out.join("cost_and_usage").exists(), "nothing was done");
+    // --wait-lock: the holder finishes (its lock disappears) while the second run waits.
+    let remover = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            std::fs::remove_file(lock).unwrap();
+        })
+    };
+    let o = one_off_cmd(&src, &out)
+        .args(["--wait-lock", "30"])
+        .output()
+        .unwrap();
+    remover.join().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!lock.exists(), "released");
+    // A lock whose holder stopped sending heartbeats long ago is taken over.
+    std::fs::write(&lock, held(chrono::Utc::now() - chrono::Duration::hours(3))).unwrap();
+    let o = one_off_cmd(&src, &out).arg("--full").output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("stale lock"));
+}
