@@ -29,16 +29,19 @@ impl ObjectStoreFactory for EnvStoreFactory {
             "s3" | "s3a" => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(&root)
+                    .with_retry(crate::storage::retry_config())
                     .build()?,
             ),
             "gs" => Arc::new(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(&root)
+                    .with_retry(crate::storage::retry_config())
                     .build()?,
             ),
             _ => Arc::new(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(&root)
+                    .with_retry(crate::storage::retry_config())
                     .build()?,
             ),
         };

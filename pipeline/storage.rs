@@ -57,6 +57,28 @@ impl Location {
     }
 }
 
+/// How object store requests are retried: timeouts, 5xx and throttling (429, S3 `SlowDown`) are
+/// retried with exponential backoff (100 ms doubling to 15 s) up to `TALLY_STORE_RETRIES` times
+/// (default 10) or `TALLY_STORE_RETRY_TIMEOUT_SECS` (default 180) in all; then the run fails with
+/// exit code 4 naming the store and the object.
+pub fn retry_config() -> object_store::RetryConfig {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: env("TALLY_STORE_RETRIES", 10) as usize,
+        retry_timeout: std::time::Duration::from_secs(env("TALLY_STORE_RETRY_TIMEOUT_SECS", 180)),
+    }
+}
+
 /// Opens the store a URL points into.
 pub fn open(url: &str) -> Result<Location> {
     let parsed =
@@ -83,6 +105,7 @@ pub fn open(url: &str) -> Result<Location> {
         "s3" | "s3a" => {
             let s = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(url)
+                .with_retry(retry_config())
                 .build()
                 .map_err(bad)?;
             (Arc::new(s), bucket_url(&parsed), url_path(&parsed)?)
@@ -90,6 +113,7 @@ pub fn open(url: &str) -> Result<Location> {
         "gs" => {
             let s = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                 .with_url(url)
+                .with_retry(retry_config())
                 .build()
                 .map_err(bad)?;
             (Arc::new(s), bucket_url(&parsed), url_path(&parsed)?)
@@ -97,6 +121,7 @@ pub fn open(url: &str) -> Result<Location> {
         "az" | "azure" | "abfs" | "abfss" => {
             let s = object_store::azure::MicrosoftAzureBuilder::from_env()
                 .with_url(url)
+                .with_retry(retry_config())
                 .build()
                 .map_err(bad)?;
             (Arc::new(s), bucket_url(&parsed), url_path(&parsed)?)

@@ -301,3 +301,167 @@ async fn two_runs_racing_for_the_same_partition_never_both_commit_it() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&o.stdout), "n,d\n1281,1281\n");
 }
+
+/// A store that answers every request with 503 SlowDown (S3's throttling), counting requests.
+fn throttling_store() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 8192];
+            let _ = s.read(&mut buf);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+            let _ = write!(
+                s,
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn a_throttling_store_is_retried_with_backoff_then_the_run_exits_4_naming_it() {
+    if std::env::var_os("TALLY_SKIP_S3").is_some() {
+        return;
+    }
+    let (port, hits) = throttling_store();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut cmd = tally_cmd();
+    env(&mut cmd, port).env("TALLY_STORE_RETRIES", "3").args([
+        "run",
+        "--source",
+        "s3://exports/cur/2024-05/",
+        "--output",
+        dir.path().join("out").to_str().unwrap(),
+        "--format",
+        "aws_cur",
+    ]);
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("s3://exports") && err.contains("cur/2024-05"),
+        "{err}"
+    );
+    let n = hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n >= 4,
+        "the first request and 3 retries reached the store: {n}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(100 + 200 + 400) / 2,
+        "retries back off (jittered): {:?}",
+        started.elapsed()
+    );
+}
+
+/// Every byte a job leaves behind: the S3 server's files (tables, manifests, quarantine), the
+/// run's logs at the most verbose level, and a failing run's error.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_reaches_logs_manifests_errors_or_tables() {
+    // s3s-fs keeps each upload in a temporary file named after the whole key, so keys near 200
+    // characters fail there with "File name too long" (real S3 takes 1,024): a short bucket
+    // and prefix keep the quarantine's unknown-period partition under that limit.
+    let Some(server) = start(&["exports", "lak"]) else {
+        return;
+    };
+    let port = server.port;
+    // An export with a bad row, so the quarantine table has content to check too.
+    let bad = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    let text = text.replacen(
+        ",2023-11-01T00:00:00.000Z,2023-12-01T00:00:00.000Z,",
+        ",soon,2023-12-01T00:00:00.000Z,",
+        1,
+    );
+    std::fs::write(bad.path().join("cur.csv"), text).unwrap();
+    upload(port, "exports", "cur", &[bad.path().join("cur.csv")]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("secrets.toml");
+    std::fs::write(
+        &job,
+        "[job]\nname = \"secrets\"\n[output]\nurl = \"s3://lak/f\"\n[[source]]\nname = \"cur\"\nurl = \"s3://exports/cur/\"\nformat = \"aws_cur\"\n",
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut cmd = tally_cmd();
+    env(&mut cmd, port)
+        .env(
+            "RUST_LOG",
+            "trace,datafusion=info,sqlparser=info,datafusion_sql=info,datafusion_optimizer=info",
+        )
+        .args(["run", job.to_str().unwrap()]);
+    let o = cmd.output().unwrap();
+    let tail: String = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .rev()
+        .take(5)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(o.status.code(), Some(0), "{tail}");
+    seen.push_str(&String::from_utf8_lossy(&o.stdout));
+    seen.push_str(&String::from_utf8_lossy(&o.stderr));
+    // A failing run: a bucket that does not exist.
+    let mut cmd = tally_cmd();
+    env(&mut cmd, port)
+        .env(
+            "RUST_LOG",
+            "trace,datafusion=info,sqlparser=info,datafusion_sql=info,datafusion_optimizer=info",
+        )
+        .args([
+            "run",
+            "--source",
+            "s3://nope/x/",
+            "--output",
+            "s3://lak/o",
+            "--format",
+            "aws_cur",
+        ]);
+    let o = cmd.output().unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    seen.push_str(&String::from_utf8_lossy(&o.stderr));
+    assert!(
+        seen.len() > 10_000,
+        "trace logging really ran: {} bytes",
+        seen.len()
+    );
+    assert!(!seen.contains(SECRET), "a secret in the logs or errors");
+    fn walk(p: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(server._root.path(), &mut files);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("manifests"))
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("quarantine"))
+    );
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+            "{} holds the secret",
+            f.display()
+        );
+    }
+}
