@@ -17,6 +17,9 @@
 //!
 //! [checks]
 //! cost_identity = "quarantine"      # or "warn": keep the row, count the violation
+//!
+//! [schedule]
+//! cron = "30 2 * * *"               # optional: when `tally schedule` runs it (UTC)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,28 @@ pub struct Job {
     /// Check settings.
     #[serde(default)]
     pub checks: Checks,
+    /// When `tally schedule` runs the job.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+}
+
+/// `[schedule]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// A cron expression in UTC: five fields (`30 2 * * *`, 02:30 every night), or six with
+    /// seconds first.
+    pub cron: String,
+}
+
+impl Schedule {
+    /// The parsed expression.
+    pub fn parsed(&self) -> std::result::Result<croner::Cron, String> {
+        croner::Cron::new(&self.cron)
+            .with_seconds_optional()
+            .parse()
+            .map_err(|e| format!("schedule.cron {:?}: {e}", self.cron))
+    }
 }
 
 /// `[job]`
@@ -139,6 +164,9 @@ impl Job {
                     "output.focus_versions: {v:?} is not supported (use \"1.4\" and/or \"1.2\")"
                 ));
             }
+        }
+        if let Some(s) = &self.schedule {
+            s.parsed()?;
         }
         let mut names = std::collections::BTreeSet::new();
         for s in &self.sources {

@@ -23,6 +23,7 @@ pub mod quarantine;
 pub mod query;
 pub mod resources;
 pub mod run;
+pub mod schedule;
 pub mod schema;
 pub mod source;
 pub mod storage;

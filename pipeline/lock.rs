@@ -1,7 +1,8 @@
 //! One run at a time per output: a lock object at `<output>/_tally/lock`.
 //!
 //! Taken with a conditional create (`If-None-Match: *` on S3, an exclusive create on a file
-//! system), so of two runs starting together exactly one gets it. The holder rewrites it every
+//! system) and read back after 200 ms (for servers whose conditional create is not atomic), so of
+//! two runs starting together exactly one gets it. The holder rewrites it every
 //! [`HEARTBEAT`] with the time; a lock whose last heartbeat is older than the stale limit
 //! (`TALLY_LOCK_STALE_SECS`, default 120) belonged to a run that died (SIGKILL, lost machine) and
 //! is taken over. Delta's own optimistic commit check still guards the tables underneath; the
@@ -48,6 +49,21 @@ pub struct RunLock {
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
+/// Whether the lock still names `run_id` a moment after it was written.
+async fn still_ours(out: &Location, path: &object_store::path::Path, run_id: &str) -> Result<bool> {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    match out.store.get(path).await {
+        Ok(g) => Ok(g
+            .bytes()
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
+            .is_some_and(|h| h.run_id == run_id)),
+        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Err(e) => Err(out.err("read lock", path, e)),
+    }
+}
+
 fn body(run_id: &str, job: &str) -> Vec<u8> {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
     serde_json::to_vec(&LockInfo {
@@ -73,29 +89,37 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
             )
             .await;
         match put {
-            Ok(_) => break,
+            // Some S3-compatible servers check `If-None-Match` and write in two steps, so two
+            // simultaneous creates can both succeed. The last write is what stays: read it back
+            // after a moment, and only the run that finds its own id goes on.
+            Ok(_) if still_ours(out, &path, run_id).await? => break,
+            Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {}
             Err(e) => return Err(out.err("lock", &path, e)),
         }
-        let holder = match out.store.get(&path).await {
-            Ok(g) => g
-                .bytes()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok()),
+        let (holder, written) = match out.store.get(&path).await {
+            Ok(g) => {
+                let written = g.meta.last_modified;
+                let holder = g
+                    .bytes()
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
+                (holder, written)
+            }
             Err(object_store::Error::NotFound { .. }) => continue, // released meanwhile
             Err(e) => return Err(out.err("read lock", &path, e)),
         };
-        let age = holder
+        // The holder's own heartbeat time; while its first write is still in flight (content
+        // not readable yet), the time the store gives the object. Never "no time, so stale".
+        let beat = holder
             .as_ref()
             .and_then(|h| chrono::DateTime::parse_from_rfc3339(&h.heartbeat_at).ok())
-            .map(|t| {
-                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                    .to_std()
-                    .unwrap_or_default()
-            });
-        if age.is_none_or(|a| a > stale_after()) {
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or(written);
+        let age = (chrono::Utc::now() - beat).to_std().unwrap_or_default();
+        if age > stale_after() {
             warn!(holder = ?holder, "taking over a stale lock (its run stopped sending heartbeats)");
             match out.store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => continue,
@@ -103,13 +127,15 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
             }
         }
         if tokio::time::Instant::now() >= deadline {
-            let h = holder.expect("a fresh lock was read");
             return Err(TallyError::Busy {
                 output: out.url_of(&out.path),
-                holder: format!(
-                    "run {} of job {:?} on {}, last heartbeat {}",
-                    h.run_id, h.job, h.owner, h.heartbeat_at
-                ),
+                holder: match holder {
+                    Some(h) => format!(
+                        "run {} of job {:?} on {}, last heartbeat {}",
+                        h.run_id, h.job, h.owner, h.heartbeat_at
+                    ),
+                    None => format!("a run whose lock was written at {}", written.to_rfc3339()),
+                },
                 stale_after_secs: stale_after().as_secs(),
             });
         }

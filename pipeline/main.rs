@@ -55,6 +55,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait_lock: u64,
     },
+    /// Run the job files of a folder on their `[schedule] cron` (UTC) in one long-lived process.
+    Schedule {
+        /// Folder of job files (`*.toml`); those without `[schedule]` are skipped.
+        dir: PathBuf,
+        /// Stop after this many runs (default: run until stopped).
+        #[arg(long)]
+        max_runs: Option<u64>,
+    },
     /// Strict FOCUS checks on a file or a tally table, reported per rule (exit 5 on failures).
     Validate {
         /// A FOCUS CSV/Parquet file, a tally output root or a Delta table.
@@ -98,6 +106,8 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Colours only on a terminal: cron mail, journald and CI logs get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,6 +181,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                             params: params.into_iter().collect(),
                         }],
                         checks: Default::default(),
+                        schedule: None,
                     };
                     let text = format!("{job:?}");
                     run::RunRequest {
@@ -289,6 +300,14 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                 }
             }
             Ok(exit::OK)
+        }
+        Command::Schedule { dir, max_runs } => {
+            let failed = tally::schedule::serve(&dir, max_runs).await?;
+            Ok(if failed == 0 {
+                exit::OK
+            } else {
+                exit::INTERNAL
+            })
         }
         Command::Formats => {
             for f in formats::all()? {

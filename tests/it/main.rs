@@ -8,6 +8,7 @@ mod gcp;
 mod idempotence;
 mod incremental;
 mod s3;
+mod schedule;
 mod spec_examples;
 mod sql_cases;
 mod strict;

@@ -1,0 +1,127 @@
+//! `tally schedule <folder>`: one long-lived process that runs the job files of a folder when
+//! their `[schedule] cron` falls due (UTC).
+//!
+//! Jobs run one at a time, so a job never overlaps itself; a run that is still going when its
+//! next time comes runs once more afterwards, not twice. Each run is logged with its exit code
+//! and the scheduler carries on whatever a run's outcome; the output lock (see
+//! [`crate::lock`]) keeps a cron-started run of the same output from overlapping too.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn};
+
+use crate::error::{Result, TallyError};
+use crate::job::Job;
+use crate::run::{self, RunOptions, RunRequest};
+
+/// One scheduled job.
+struct Entry {
+    path: PathBuf,
+    cron: croner::Cron,
+    next: DateTime<Utc>,
+}
+
+fn next_after(cron: &croner::Cron, t: &DateTime<Utc>, path: &Path) -> Result<DateTime<Utc>> {
+    cron.find_next_occurrence(t, false)
+        .map_err(|e| TallyError::Job {
+            path: path.into(),
+            message: format!("schedule has no next time: {e}"),
+        })
+}
+
+/// The job files of a folder that carry a schedule, in name order.
+fn load(dir: &Path) -> Result<Vec<Entry>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| TallyError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for path in paths {
+        let (job, _) = Job::load(&path)?;
+        let Some(s) = &job.schedule else {
+            info!(job = %path.display(), "no [schedule]: not run by the scheduler");
+            continue;
+        };
+        let cron = s.parsed().map_err(|message| TallyError::Job {
+            path: path.clone(),
+            message,
+        })?;
+        let next = next_after(&cron, &now, &path)?;
+        info!(job = %path.display(), cron = %s.cron, next = %next.to_rfc3339(), "scheduled");
+        out.push(Entry { path, cron, next });
+    }
+    if out.is_empty() {
+        return Err(TallyError::Usage(format!(
+            "{}: no job file there has a [schedule] cron",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Runs the folder's scheduled jobs until stopped (Ctrl-C / SIGTERM), or until `max_runs`
+/// runs have been made. Returns the number of runs that failed.
+pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
+    let mut entries = load(dir)?;
+    let (mut runs, mut failed) = (0u64, 0u64);
+    loop {
+        if max_runs.is_some_and(|m| runs >= m) {
+            return Ok(failed);
+        }
+        let (i, due) = entries
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| (e.next, e.path.clone()))
+            .map(|(i, e)| (i, e.next))
+            .expect("at least one entry");
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => {
+                info!("stopping: no run was in progress");
+                return Ok(failed);
+            }
+        }
+        let path = entries[i].path.clone();
+        // Re-read the job file each time: an edit takes effect at the next run.
+        let outcome = match Job::load(&path) {
+            Ok((job, bytes)) => {
+                run::run(RunRequest {
+                    job,
+                    job_path: path.display().to_string(),
+                    job_bytes: bytes,
+                    options: RunOptions::default(),
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        runs += 1;
+        match outcome {
+            Ok(m) => info!(
+                job = %path.display(), run_id = %m.run_id, files_read = m.inputs.len(),
+                files_unchanged = m.files_unchanged, exit_code = 0, "scheduled run finished"
+            ),
+            Err(e) => {
+                failed += 1;
+                let code = e.exit_code();
+                if code == crate::error::exit::BUSY {
+                    warn!(job = %path.display(), exit_code = code, error = %e, "scheduled run skipped: the output is busy");
+                } else {
+                    error!(job = %path.display(), exit_code = code, error = %e, "scheduled run failed");
+                }
+            }
+        }
+        // The next time after the run *ends*: a run longer than its period is not repeated.
+        let now = Utc::now();
+        entries[i].next = next_after(&entries[i].cron, &now, &path)?;
+    }
+}
