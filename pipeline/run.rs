@@ -264,7 +264,10 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, source) in job.sources.iter().enumerate() {
         let loc = storage::open(&source.url)?;
-        let files = storage::discover(&loc).await?;
+        let (files, superseded) = storage::latest_deliveries(storage::discover(&loc).await?);
+        for f in &superseded {
+            info!(file = %f.url, "skipped: a later delivery of the same billing period supersedes it");
+        }
         if files.is_empty() {
             return Err(TallyError::BadFile {
                 file: source.url.clone(),

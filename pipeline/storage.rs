@@ -147,6 +147,51 @@ fn url_path(u: &Url) -> Result<Path> {
     Path::from_url_path(u.path()).map_err(|e| TallyError::Usage(format!("{u}: {e}")))
 }
 
+/// AWS legacy CUR delivers each billing period into `<report>/<YYYYMMDD-YYYYMMDD>/<assembly>/`
+/// and, unless the report overwrites, keeps every earlier delivery of that period beside the new
+/// one (each a full snapshot). Only the newest delivery of a period counts: this keeps the files
+/// of the assembly folder with the latest last-modified file per period folder and returns the
+/// others as superseded. Files outside that layout are kept as they are.
+pub fn latest_deliveries(files: Vec<DiscoveredFile>) -> (Vec<DiscoveredFile>, Vec<DiscoveredFile>) {
+    use std::collections::BTreeMap;
+    // (period folder, assembly folder) of a file in the CUR delivery layout.
+    fn delivery(path: &str) -> Option<(String, String)> {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() < 3 {
+            return None;
+        }
+        let period = parts[parts.len() - 3];
+        let is_range = period.len() == 17
+            && period.as_bytes()[8] == b'-'
+            && period
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| i == 8 || b.is_ascii_digit());
+        is_range.then(|| {
+            (
+                parts[..parts.len() - 2].join("/"),
+                parts[..parts.len() - 1].join("/"),
+            )
+        })
+    }
+    // period folder → (latest last-modified, its assembly folder)
+    let mut newest: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for f in &files {
+        if let Some((period, assembly)) = delivery(f.path.as_ref()) {
+            let e = newest.entry(period).or_default();
+            if (f.last_modified.as_str(), assembly.as_str()) > (e.0.as_str(), e.1.as_str()) {
+                *e = (f.last_modified.clone(), assembly);
+            }
+        }
+    }
+    files
+        .into_iter()
+        .partition(|f| match delivery(f.path.as_ref()) {
+            Some((period, assembly)) => newest[&period].1 == assembly,
+            None => true,
+        })
+}
+
 /// What kind of export file an object is, by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -251,6 +296,51 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file(path: &str, modified: &str) -> DiscoveredFile {
+        DiscoveredFile {
+            url: format!("s3://b/{path}"),
+            path: Path::from(path),
+            size: 1,
+            e_tag: None,
+            last_modified: modified.into(),
+            kind: FileKind::CsvGz,
+        }
+    }
+
+    #[test]
+    fn only_the_newest_cur_delivery_of_a_period_counts() {
+        let files = vec![
+            file(
+                "cur/r/20231101-20231201/aaaa-1/r-00001.csv.gz",
+                "2023-12-02T00:00:00+00:00",
+            ),
+            file(
+                "cur/r/20231101-20231201/aaaa-1/r-00002.csv.gz",
+                "2023-12-02T00:00:01+00:00",
+            ),
+            file(
+                "cur/r/20231101-20231201/bbbb-2/r-00001.csv.gz",
+                "2024-01-05T00:00:00+00:00",
+            ),
+            file(
+                "cur/r/20231201-20240101/cccc-3/r-00001.csv.gz",
+                "2024-01-03T00:00:00+00:00",
+            ),
+            file("other/export.csv", "2020-01-01T00:00:00+00:00"),
+        ];
+        let (kept, superseded) = latest_deliveries(files);
+        let names = |v: &[DiscoveredFile]| v.iter().map(|f| f.path.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&kept),
+            vec![
+                "cur/r/20231101-20231201/bbbb-2/r-00001.csv.gz",
+                "cur/r/20231201-20240101/cccc-3/r-00001.csv.gz",
+                "other/export.csv"
+            ]
+        );
+        assert_eq!(superseded.len(), 2);
+    }
 
     #[test]
     fn file_kinds_by_name() {

@@ -327,3 +327,48 @@ fn a_second_run_of_an_output_waits_or_exits_6_and_a_dead_runs_lock_goes_stale() 
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("stale lock"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_delivery() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let report = dir.path().join("cur/finops");
+    let month = report.join("20231101-20231201");
+    let nov = std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    std::fs::create_dir_all(month.join("0a1b-first")).unwrap();
+    std::fs::write(month.join("0a1b-first/finops-00001.csv"), &nov).unwrap();
+    let job = one_source_job(&report, &out, Some("aws_cur"));
+    run_job(dir.path(), &job).await.unwrap();
+    let totals = "SELECT count(*), sum(BilledCost) FROM cost_and_usage";
+    let first = lines(&query(&out, totals).await);
+
+    // AWS re-delivers the closed month into a new assembly folder and keeps the old one:
+    // 50 line items fewer. Only the new delivery counts; the old one is superseded.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::create_dir_all(month.join("9f8e-second")).unwrap();
+    let mut l: Vec<&str> = nov.lines().collect();
+    l.drain(1..51);
+    std::fs::write(
+        month.join("9f8e-second/finops-00001.csv"),
+        l.join("\n") + "\n",
+    )
+    .unwrap();
+    let m = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(m.inputs.len(), 1);
+    assert!(m.inputs[0].url.contains("9f8e-second"));
+    let rows = lines(
+        &query(
+            &out,
+            "SELECT count(DISTINCT x_SourceFile) FROM cost_and_usage",
+        )
+        .await,
+    );
+    assert_eq!(rows, vec!["1"], "the old delivery's rows are gone");
+    let after = lines(&query(&out, totals).await);
+    assert_ne!(after, first);
+    let n: u64 = after[0].split(" | ").next().unwrap().parse().unwrap();
+    let q: u64 = scalar(&query(&out, "SELECT count(*) FROM quarantine").await)
+        .parse()
+        .unwrap();
+    assert_eq!(n + q, 1231, "exactly the re-delivered month");
+}
