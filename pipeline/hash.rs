@@ -37,6 +37,13 @@ impl ContentHasher {
         })
     }
 
+    /// A hasher of all rows as one sequence (for tables without partitions, like the stages').
+    pub fn whole(schema: &SchemaRef) -> Result<ContentHasher> {
+        let mut h = ContentHasher::new(schema)?;
+        h.partition_idx.clear();
+        Ok(h)
+    }
+
     /// Adds a batch's rows.
     pub fn update(&mut self, b: &RecordBatch) -> Result<()> {
         let rows = self.converter.convert_columns(b.columns())?;

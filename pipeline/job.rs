@@ -20,6 +20,9 @@
 //!
 //! [schedule]
 //! cron = "30 2 * * *"               # optional: when `tally schedule` runs it (UTC)
+//!
+//! [inputs]                           # optional: files the SQL stages read (schemas/inputs/)
+//! invoices = "file://../sample-data/invoices/invoices.csv"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -45,6 +48,10 @@ pub struct Job {
     /// When `tally schedule` runs the job.
     #[serde(default)]
     pub schedule: Option<Schedule>,
+    /// Files that are not billing data, by input name (`invoices = "file://..."`), for the SQL
+    /// stages; each is checked against `schemas/inputs/<name>.psv`.
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
 }
 
 /// `[schedule]`
@@ -147,6 +154,9 @@ impl Job {
         for s in &mut job.sources {
             s.url = resolve_url(&s.url, &base);
         }
+        for url in job.inputs.values_mut() {
+            *url = resolve_url(url, &base);
+        }
         job.validate().map_err(|message| TallyError::Job {
             path: path.into(),
             message,
@@ -167,6 +177,9 @@ impl Job {
         }
         if let Some(s) = &self.schedule {
             s.parsed()?;
+        }
+        for name in self.inputs.keys() {
+            crate::inputs::schema(name).map_err(|e| format!("[inputs] {name}: {e}"))?;
         }
         let mut names = std::collections::BTreeSet::new();
         for s in &self.sources {

@@ -63,6 +63,20 @@ enum Command {
         #[arg(long)]
         max_runs: Option<u64>,
     },
+    /// Reproduce a past run's reconciliation from its manifest: the tables it read at the versions
+    /// it read, the same input files (hash-checked); says whether today's result is identical
+    /// (exit 0) or not (exit 5).
+    Reconcile {
+        /// The run's manifest (`<output>/_tally/manifests/<run id>.json`, a path or URL).
+        #[arg(long)]
+        manifest: String,
+        /// The stage to reproduce.
+        #[arg(long, default_value = "invoice_reconciliation")]
+        stage: String,
+        /// Result format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutputFormat,
+    },
     /// Strict FOCUS checks on a file or a tally table, reported per rule (exit 5 on failures).
     Validate {
         /// A FOCUS CSV/Parquet file, a tally output root or a Delta table.
@@ -182,6 +196,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                         }],
                         checks: Default::default(),
                         schedule: None,
+                        inputs: Default::default(),
                     };
                     let text = format!("{job:?}");
                     run::RunRequest {
@@ -300,6 +315,57 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                 }
             }
             Ok(exit::OK)
+        }
+        Command::Reconcile {
+            manifest,
+            stage,
+            format,
+        } => {
+            let cwd = std::env::current_dir().map_err(|e| TallyError::Io {
+                path: ".".into(),
+                source: e,
+            })?;
+            let url = job::resolve_url(&manifest, &cwd);
+            let r = tally::stages::reproduce(&url, &stage).await?;
+            query::write(&r.batches, format, None).await?;
+            let reads: Vec<String> = r
+                .recorded
+                .reads
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} v{}",
+                        t.name,
+                        t.version.map(|v| v.to_string()).unwrap_or("-".into())
+                    )
+                })
+                .chain(
+                    r.recorded
+                        .inputs
+                        .iter()
+                        .map(|i| format!("{} {} (sha256 {})", i.name, i.url, &i.sha256[..12])),
+                )
+                .collect();
+            eprintln!("reproduced {stage} from {url}: read {}", reads.join(", "));
+            for n in &r.notes {
+                eprintln!("note: {n}");
+            }
+            if r.identical() {
+                eprintln!(
+                    "identical: {} rows, content SHA-256 {} as recorded",
+                    r.today.rows, r.today.content_sha256
+                );
+                Ok(exit::OK)
+            } else {
+                eprintln!(
+                    "DIFFERENT: {} rows, content SHA-256 {} today; the run recorded {} rows, {}",
+                    r.today.rows,
+                    r.today.content_sha256,
+                    r.recorded.rows,
+                    r.recorded.content_sha256
+                );
+                Ok(exit::INTEGRITY)
+            }
         }
         Command::Schedule { dir, max_runs } => {
             let failed = tally::schedule::serve(&dir, max_runs).await?;

@@ -49,6 +49,8 @@ pub struct Manifest {
     /// Every export file the output now reflects, with the identity it had when read and the
     /// partitions its rows went to: the state the next incremental run compares against.
     pub state: Vec<FileState>,
+    /// The SQL stages (curated tables) this run ran or found unchanged.
+    pub stages: Vec<crate::stages::StageRecord>,
 }
 
 /// One export file as the tables reflect it.
@@ -86,6 +88,9 @@ pub struct PriorRun {
     /// The state after the run (absent in manifests written before incremental runs).
     #[serde(default)]
     pub state: Option<Vec<FileState>>,
+    /// Its stage records.
+    #[serde(default)]
+    pub stages: Vec<crate::stages::StageRecord>,
 }
 
 /// The job part of [`PriorRun`].

@@ -21,7 +21,8 @@ pub enum OutputFormat {
 }
 
 /// A session with every table under `root` registered: `cost_and_usage`,
-/// `cost_and_usage_1_2` and `quarantine`, optionally as of a table version.
+/// `cost_and_usage_1_2`, `quarantine` and the SQL stages' tables (`invoice_reconciliation`, ...),
+/// `cost_and_usage` optionally as of a table version.
 pub async fn session_for(root: &str, version: Option<u64>) -> Result<SessionContext> {
     let ctx = normalize::session()?;
     let mut any = false;
@@ -37,6 +38,13 @@ pub async fn session_for(root: &str, version: Option<u64>) -> Result<SessionCont
             None
         };
         if table::register(&ctx, name, &url, v).await? {
+            any = true;
+        }
+    }
+    // The curated tables the SQL stages write, where a run has written them.
+    for stage in crate::stages::all()? {
+        let url = table::table_url(root, &stage.writes)?;
+        if table::register(&ctx, &stage.writes, &url, None).await? {
             any = true;
         }
     }

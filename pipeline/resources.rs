@@ -39,6 +39,8 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "sql/normalize/oci_cost.sql",
     "sql/projections/focus_1_2.sql",
     "sql/checks/commitment_balance.sql",
+    "sql/stages/invoice_reconciliation.sql",
+    "schemas/inputs/invoices.psv",
 ];
 
 fn used() -> &'static Mutex<BTreeMap<String, String>> {

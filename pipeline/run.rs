@@ -93,6 +93,7 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
         mode: "full".into(),
         files_unchanged: 0,
         state: Vec::new(),
+        stages: Vec::new(),
     };
     let out = storage::open(&req.job.output.url)?;
     // One run at a time per output; a run that cannot get the lock writes no manifest.
@@ -201,13 +202,12 @@ struct Plan {
     prior: BTreeMap<String, manifest::FileState>,
     /// Files in that state that are no longer there.
     vanished: Vec<String>,
+    /// The stage records of the last successful run.
+    prior_stages: Vec<crate::stages::StageRecord>,
 }
 
 /// The latest successful run of `job` whose manifest records its state.
-async fn prior_state(
-    out: &storage::Location,
-    job: &str,
-) -> Result<Option<(String, Vec<manifest::FileState>)>> {
+async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manifest::PriorRun>> {
     use futures::TryStreamExt;
     let dir = out.path.clone().join("_tally").join("manifests");
     let mut metas: Vec<object_store::ObjectMeta> =
@@ -232,7 +232,7 @@ async fn prior_state(
             continue;
         };
         if prior.job.name == job && prior.status == "ok" {
-            return Ok(prior.state.map(|s| (prior.run_id, s)));
+            return Ok(Some(prior));
         }
     }
     Ok(None)
@@ -292,10 +292,12 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             });
         }
     }
+    let last = prior_state(out, &job.job.name).await?;
+    let prior_stages = last.as_ref().map(|p| p.stages.clone()).unwrap_or_default();
     let prior = if options.full {
         None
     } else {
-        prior_state(out, &job.job.name).await?
+        last.and_then(|p| p.state.map(|s| (p.run_id, s)))
     };
     let Some((prior_run, prior)) = prior else {
         return Ok(Plan {
@@ -304,6 +306,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             touched: BTreeSet::new(),
             prior: BTreeMap::new(),
             vanished: Vec::new(),
+            prior_stages,
         });
     };
     info!(since_run = %prior_run, files = prior.len(), "incremental: comparing with the last successful run");
@@ -356,6 +359,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
         touched,
         prior,
         vanished,
+        prior_stages,
     })
 }
 
@@ -382,6 +386,7 @@ async fn execute(
             files = m.files_unchanged,
             "nothing new since the last successful run: no table changed"
         );
+        m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
         return Ok(());
     }
     let all_formats = formats::all()?;
@@ -534,6 +539,8 @@ async fn execute(
             },
         );
     }
+    // The curated tables, on the committed data.
+    m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
     Ok(())
 }
 

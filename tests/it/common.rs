@@ -162,3 +162,22 @@ pub fn parquet_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Copies `sql/` and `schemas/` (every file, recursively) to `dir`, for `TALLY_RESOURCES`.
+pub fn copy_resources(dir: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let p = e.unwrap().path();
+            let target = to.join(p.file_name().unwrap());
+            if p.is_dir() {
+                copy(&p, &target);
+            } else {
+                std::fs::copy(&p, &target).unwrap();
+            }
+        }
+    }
+    for sub in ["sql", "schemas"] {
+        copy(&root().join(sub), &dir.join(sub));
+    }
+}

@@ -299,28 +299,6 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
     );
 }
 
-/// Copies sql/ and schemas/ to `dir` so a test can run tally with a changed mapping.
-fn resources_copy(dir: &std::path::Path) {
-    for sub in [
-        "sql/normalize",
-        "sql/projections",
-        "sql/checks",
-        "schemas",
-        "schemas/lookups",
-    ] {
-        let from = root().join(sub);
-        let to = dir.join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for f in std::fs::read_dir(from).unwrap() {
-            let f = f.unwrap();
-            if f.path().is_dir() {
-                continue;
-            }
-            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -338,7 +316,7 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
 
     // The same export through a mapping that drops tax from BilledCost.
     let res = dir.path().join("res");
-    resources_copy(&res);
+    copy_resources(&res);
     let sql_path = res.join("sql/normalize/aws_cur.sql");
     let sql = std::fs::read_to_string(&sql_path).unwrap();
     let broken = sql.replacen(

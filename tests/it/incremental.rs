@@ -146,21 +146,7 @@ fn a_changed_mapping_rebuilds_what_it_reads_and_a_no_op_run_says_so() {
     );
     // The same export under a changed mapping (a comment is enough): read again.
     let res = dir.path().join("res");
-    for sub in [
-        "sql/normalize",
-        "sql/projections",
-        "sql/checks",
-        "schemas",
-        "schemas/lookups",
-    ] {
-        std::fs::create_dir_all(res.join(sub)).unwrap();
-        for f in std::fs::read_dir(root().join(sub)).unwrap() {
-            let f = f.unwrap();
-            if f.path().is_file() {
-                std::fs::copy(f.path(), res.join(sub).join(f.file_name())).unwrap();
-            }
-        }
-    }
+    copy_resources(&res);
     let sql = res.join("sql/normalize/aws_cur.sql");
     let text = std::fs::read_to_string(&sql).unwrap();
     std::fs::write(&sql, text + "\n-- reviewed\n").unwrap();

@@ -11,4 +11,5 @@ mod s3;
 mod schedule;
 mod spec_examples;
 mod sql_cases;
+mod stages;
 mod strict;

@@ -1,0 +1,405 @@
+//! SQL stages: the curated tables built on the FOCUS data (`sql/stages/*.sql`).
+//!
+//! Each stage is one SQL file whose header names what it reads and writes:
+//!
+//! ```sql
+//! -- @stage: invoice_reconciliation
+//! -- @reads: cost_and_usage            tables under the output root (tally's or other stages')
+//! -- @inputs: invoices                 files the job names under [inputs] (schemas/inputs/)
+//! -- @writes: invoice_reconciliation   the table it replaces, whole, on every run it runs
+//! ```
+//!
+//! Stages run after the FOCUS tables are committed, in the order their reads require (a small
+//! DAG), each only when the job names every input it needs. Each run is recorded in the manifest
+//! with the SQL's hash, the version of every table read and the hash of every input file, so a
+//! stage is skipped when none of those changed and an auditor can reproduce it later
+//! (`tally reconcile --manifest`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use deltalake::protocol::SaveMode;
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span};
+
+use crate::error::{Result, TallyError};
+use crate::{inputs, normalize, resources, table};
+
+/// One stage file.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// Name (`@stage`).
+    pub name: String,
+    /// Path of the SQL file.
+    pub sql_path: String,
+    /// SQL text.
+    pub sql: String,
+    /// Tables read.
+    pub reads: Vec<String>,
+    /// Job inputs read.
+    pub inputs: Vec<String>,
+    /// Table written.
+    pub writes: String,
+}
+
+/// A table a stage read or wrote, at a version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableRead {
+    /// Table name.
+    pub name: String,
+    /// Table URL.
+    pub url: String,
+    /// Delta version.
+    pub version: Option<u64>,
+}
+
+/// An input file a stage read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InputRead {
+    /// Input name.
+    pub name: String,
+    /// File URL.
+    pub url: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+    /// Rows.
+    pub rows: u64,
+}
+
+/// What the manifest records of one stage run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StageRecord {
+    /// Stage name.
+    pub name: String,
+    /// SQL file.
+    pub sql_path: String,
+    /// SHA-256 of the SQL.
+    pub sql_sha256: String,
+    /// Tables read, with their versions.
+    pub reads: Vec<TableRead>,
+    /// Input files read, with their hashes.
+    pub inputs: Vec<InputRead>,
+    /// The table written and its version.
+    pub output: TableRead,
+    /// Rows written.
+    pub rows: u64,
+    /// SHA-256 over the rows in order (Arrow row format).
+    pub content_sha256: String,
+    /// `ran`, or `unchanged` when nothing it reads changed since the run that wrote it.
+    pub status: String,
+}
+
+impl StageRecord {
+    fn fingerprint(&self) -> (String, Vec<TableRead>, Vec<InputRead>) {
+        (
+            self.sql_sha256.clone(),
+            self.reads.clone(),
+            self.inputs.clone(),
+        )
+    }
+}
+
+fn parse(path: &str, sql: String) -> Result<Stage> {
+    let mut h: BTreeMap<String, String> = BTreeMap::new();
+    for line in sql.lines() {
+        if let Some((k, v)) = line
+            .trim()
+            .strip_prefix("-- @")
+            .and_then(|r| r.split_once(':'))
+        {
+            let e = h.entry(k.trim().into()).or_default();
+            if !e.is_empty() {
+                e.push(',');
+            }
+            e.push_str(v.trim());
+        }
+    }
+    let list = |k: &str| -> Vec<String> {
+        h.get(k)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let one = |k: &str| {
+        h.get(k).cloned().ok_or_else(|| TallyError::Sql {
+            file: path.into(),
+            message: format!("stage header lacks `-- @{k}:`"),
+        })
+    };
+    Ok(Stage {
+        name: one("stage")?,
+        writes: one("writes")?,
+        reads: list("reads"),
+        inputs: list("inputs"),
+        sql_path: path.into(),
+        sql,
+    })
+}
+
+/// Every stage, in an order where each runs after the stages whose tables it reads.
+pub fn all() -> Result<Vec<Stage>> {
+    let mut pending: Vec<Stage> = resources::list("sql/stages/")
+        .into_iter()
+        .map(|p| parse(p, resources::load(p)?))
+        .collect::<Result<_>>()?;
+    pending.sort_by(|a, b| a.name.cmp(&b.name));
+    let produced: BTreeSet<String> = pending.iter().map(|s| s.writes.clone()).collect();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut ordered = Vec::new();
+    while !pending.is_empty() {
+        let ready = pending
+            .iter()
+            .position(|s| {
+                s.reads
+                    .iter()
+                    .all(|r| !produced.contains(r) || done.contains(r))
+            })
+            .ok_or_else(|| {
+                TallyError::Internal(format!(
+                    "stages read each other in a cycle: {}",
+                    pending
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+        let s = pending.remove(ready);
+        done.insert(s.writes.clone());
+        ordered.push(s);
+    }
+    Ok(ordered)
+}
+
+/// Runs one stage's SQL over the tables under `root` (each at `versions[name]` when given, else
+/// current) and the given input files; returns its rows and its record (output not yet written).
+pub async fn evaluate(
+    stage: &Stage,
+    root: &str,
+    versions: &BTreeMap<String, u64>,
+    input_urls: &BTreeMap<String, String>,
+) -> Result<(Vec<RecordBatch>, arrow::datatypes::SchemaRef, StageRecord)> {
+    let ctx = normalize::session()?;
+    let mut reads = Vec::new();
+    for name in &stage.reads {
+        let url = table::table_url(root, name)?;
+        let t = match versions.get(name) {
+            Some(v) => table::open_version(&url, *v).await?,
+            None => table::open(&url).await?,
+        };
+        if !table::register(&ctx, name, &url, t.version()).await? {
+            return Err(TallyError::Usage(format!(
+                "stage {}: table {name} does not exist under {root}",
+                stage.name
+            )));
+        }
+        reads.push(TableRead {
+            name: name.clone(),
+            url: url.to_string(),
+            version: t.version(),
+        });
+    }
+    let mut inputs_read = Vec::new();
+    for name in &stage.inputs {
+        let url = &input_urls[name];
+        let loaded = inputs::load(name, url).await?;
+        inputs_read.push(InputRead {
+            name: name.clone(),
+            url: url.clone(),
+            sha256: loaded.sha256.clone(),
+            rows: loaded.batch.num_rows() as u64,
+        });
+        ctx.register_batch(name, loaded.batch)?;
+    }
+    let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
+        file: stage.sql_path.clone(),
+        message: e.to_string(),
+    };
+    let df = ctx.sql(&stage.sql).await.map_err(sql_err)?;
+    let schema: arrow::datatypes::SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await.map_err(sql_err)?;
+    let mut hasher = crate::hash::ContentHasher::whole(&schema)?;
+    let mut rows = 0u64;
+    for b in &batches {
+        hasher.update(b)?;
+        rows += b.num_rows() as u64;
+    }
+    let content_sha256 = hasher
+        .finish()
+        .into_values()
+        .next()
+        .unwrap_or_else(|| resources::sha256_hex(b""));
+    let record = StageRecord {
+        name: stage.name.clone(),
+        sql_path: stage.sql_path.clone(),
+        sql_sha256: resources::sha256_hex(stage.sql.as_bytes()),
+        reads,
+        inputs: inputs_read,
+        output: TableRead {
+            name: stage.writes.clone(),
+            url: table::table_url(root, &stage.writes)?.to_string(),
+            version: None,
+        },
+        rows,
+        content_sha256,
+        status: "ran".into(),
+    };
+    Ok((batches, schema, record))
+}
+
+/// Runs every stage the job has inputs for, skipping those whose reads are unchanged since
+/// the `prior` records; returns the records for the manifest.
+pub async fn run_all(
+    root: &str,
+    input_urls: &BTreeMap<String, String>,
+    prior: &[StageRecord],
+) -> Result<Vec<StageRecord>> {
+    let mut out = Vec::new();
+    for stage in all()? {
+        if let Some(missing) = stage.inputs.iter().find(|i| !input_urls.contains_key(*i)) {
+            info!(stage = %stage.name, input = %missing, "stage skipped: the job names no such [inputs] file");
+            continue;
+        }
+        let span = info_span!("stage", name = %stage.name);
+        let _g = span.enter();
+        let t0 = std::time::Instant::now();
+        let (batches, schema, mut record) =
+            evaluate(&stage, root, &BTreeMap::new(), input_urls).await?;
+        if let Some(p) = prior.iter().find(|p| p.name == record.name)
+            && p.fingerprint() == record.fingerprint()
+            && p.output.version.is_some()
+        {
+            let mut same = p.clone();
+            same.status = "unchanged".into();
+            info!("stage unchanged: nothing it reads changed");
+            out.push(same);
+            continue;
+        }
+        let url = table::table_url(root, &stage.writes)?;
+        let ops = table::open(&url).await?;
+        let data = if batches.is_empty() {
+            vec![RecordBatch::new_empty(schema)]
+        } else {
+            batches
+        };
+        let t = ops
+            .write(data)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .await
+            .map_err(|e| TallyError::Table {
+                table: url.to_string(),
+                message: e.to_string(),
+            })?;
+        record.output.version = t.version();
+        info!(rows = record.rows, version = ?t.version(), ms = t0.elapsed().as_millis() as u64, "stage written");
+        out.push(record);
+    }
+    Ok(out)
+}
+
+/// What reproducing a stage from a run's manifest found.
+#[derive(Debug)]
+pub struct Reproduction {
+    /// The stage's rows today, from the recorded table versions and input files.
+    pub batches: Vec<RecordBatch>,
+    /// The record of that run.
+    pub recorded: StageRecord,
+    /// Today's evaluation.
+    pub today: StageRecord,
+    /// Why today's result may differ (SQL or inputs changed); empty when nothing did.
+    pub notes: Vec<String>,
+}
+
+impl Reproduction {
+    /// Whether today's rows are the recorded rows, to the byte.
+    pub fn identical(&self) -> bool {
+        self.today.content_sha256 == self.recorded.content_sha256
+            && self.today.rows == self.recorded.rows
+    }
+}
+
+/// Re-runs stage `name` as the run whose manifest is at `manifest_url` ran it: the tables it read
+/// at the versions it read (Delta time travel), the same input files (their SHA-256 checked),
+/// and the stage SQL (today's; a changed SQL is reported).
+pub async fn reproduce(manifest_url: &str, name: &str) -> Result<Reproduction> {
+    let loc = crate::storage::open(manifest_url)?;
+    let bytes = object_store::ObjectStoreExt::get(loc.store.as_ref(), &loc.path)
+        .await
+        .map_err(|e| loc.err("get", &loc.path, e))?
+        .bytes()
+        .await
+        .map_err(|e| loc.err("read", &loc.path, e))?;
+    let run: crate::manifest::PriorRun =
+        serde_json::from_slice(&bytes).map_err(|e| TallyError::BadFile {
+            file: manifest_url.into(),
+            message: format!("not a tally manifest: {e}"),
+        })?;
+    let recorded = run
+        .stages
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            TallyError::Usage(format!(
+                "run {} recorded no stage {name:?} (it recorded: {})",
+                run.run_id,
+                run.stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let stage = all()?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| TallyError::Usage(format!("this tally has no stage {name:?}")))?;
+    let suffix = format!("/{}", recorded.output.name);
+    let root = recorded
+        .output
+        .url
+        .trim_end_matches('/')
+        .strip_suffix(&suffix)
+        .ok_or_else(|| TallyError::BadFile {
+            file: manifest_url.into(),
+            message: format!("output {} does not end in {suffix}", recorded.output.url),
+        })?;
+    let versions: BTreeMap<String, u64> = recorded
+        .reads
+        .iter()
+        .filter_map(|r| r.version.map(|v| (r.name.clone(), v)))
+        .collect();
+    let input_urls: BTreeMap<String, String> = recorded
+        .inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.url.clone()))
+        .collect();
+    let (batches, _, today) = evaluate(&stage, root, &versions, &input_urls).await?;
+    let mut notes = Vec::new();
+    if today.sql_sha256 != recorded.sql_sha256 {
+        notes.push(format!(
+            "{} changed since the run (SHA-256 {} then, {} now); run with TALLY_RESOURCES pointing at the SQL of tally {} to use the same code",
+            stage.sql_path, recorded.sql_sha256, today.sql_sha256, run.run_id
+        ));
+    }
+    for (then, now) in recorded.inputs.iter().zip(&today.inputs) {
+        if then.sha256 != now.sha256 {
+            notes.push(format!(
+                "input {} ({}) changed since the run: SHA-256 {} then, {} now",
+                then.name, then.url, then.sha256, now.sha256
+            ));
+        }
+    }
+    Ok(Reproduction {
+        batches,
+        recorded,
+        today,
+        notes,
+    })
+}
