@@ -190,6 +190,17 @@ pub fn mul(a: i128, b: i128) -> Option<i128> {
     q.to_i128().filter(|v| v.unsigned_abs() <= MAX_ABS as u128)
 }
 
+/// `amount × weight / total` at scale 18, truncated toward zero (a share of a split): exact up
+/// to the 18th place, so the shares of an amount add up to it less a remainder under one unit
+/// per share, which the caller assigns. `None` when `total` is 0 or the result overflows.
+pub fn share(amount: i128, weight: i128, total: i128) -> Option<i128> {
+    if total == 0 {
+        return None;
+    }
+    let p = i256::from_i128(amount).checked_mul(i256::from_i128(weight))?;
+    p.checked_div(i256::from_i128(total))?.to_i128()
+}
+
 /// Adds `v` to the sum kept under `key`; an overflow of Decimal128 is an error, never a wrap.
 pub fn accumulate<K: Ord>(
     sums: &mut std::collections::BTreeMap<K, i128>,
@@ -314,6 +325,20 @@ mod tests {
         assert_eq!(mul(p("0.000000001"), p("0.0000000015")), Some(2));
         assert_eq!(mul(p("-0.000000001"), p("0.0000000015")), Some(-2));
         assert_eq!(mul(p("99999999999999999999"), p("10")), None);
+    }
+
+    #[test]
+    fn shares_truncate_and_leave_a_small_remainder() {
+        // 10.00 split three ways: 3.333333333333333333 each, remainder 1e-18.
+        let third = share(p("10"), p("1"), p("3")).unwrap();
+        assert_eq!(format(third), "3.333333333333333333");
+        assert_eq!(p("10") - 3 * third, 1);
+        assert_eq!(
+            share(p("-1"), p("1"), p("3")),
+            Some(-333_333_333_333_333_333)
+        );
+        assert_eq!(share(p("5"), p("25"), p("100")), Some(p("1.25")));
+        assert_eq!(share(p("1"), p("1"), 0), None);
     }
 
     #[test]

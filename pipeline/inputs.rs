@@ -59,6 +59,22 @@ pub fn schema(name: &str) -> Result<Vec<InputColumn>> {
     Ok(cols)
 }
 
+/// An input with no rows (for a stage's optional input the job does not name).
+pub fn empty(name: &str) -> Result<RecordBatch> {
+    let fields: Vec<Field> = schema(name)?
+        .iter()
+        .map(|c| {
+            let t = match c.ty.as_str() {
+                "decimal" => decimal::data_type(),
+                "timestamp" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                _ => DataType::Utf8,
+            };
+            Field::new(&c.name, t, !c.required)
+        })
+        .collect();
+    Ok(RecordBatch::new_empty(Arc::new(Schema::new(fields))))
+}
+
 /// A loaded input.
 #[derive(Debug, Clone)]
 pub struct Loaded {

@@ -41,6 +41,11 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "sql/checks/commitment_balance.sql",
     "sql/stages/invoice_reconciliation.sql",
     "schemas/inputs/invoices.psv",
+    "schemas/inputs/allocation_rules.psv",
+    "schemas/inputs/tag_aliases.psv",
+    "schemas/inputs/usage_metrics.psv",
+    "sql/stages/allocated_costs.sql",
+    "sql/stages/tag_coverage.sql",
 ];
 
 fn used() -> &'static Mutex<BTreeMap<String, String>> {

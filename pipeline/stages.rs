@@ -6,6 +6,7 @@
 //! -- @stage: invoice_reconciliation
 //! -- @reads: cost_and_usage            tables under the output root (tally's or other stages')
 //! -- @inputs: invoices                 files the job names under [inputs] (schemas/inputs/)
+//! -- @optional_inputs: usage_metrics   read when the job names them, else empty
 //! -- @writes: invoice_reconciliation   the table it replaces, whole, on every run it runs
 //! ```
 //!
@@ -39,6 +40,8 @@ pub struct Stage {
     pub reads: Vec<String>,
     /// Job inputs read.
     pub inputs: Vec<String>,
+    /// Job inputs read when given (an empty table otherwise).
+    pub optional_inputs: Vec<String>,
     /// Table written.
     pub writes: String,
 }
@@ -136,6 +139,7 @@ fn parse(path: &str, sql: String) -> Result<Stage> {
         writes: one("writes")?,
         reads: list("reads"),
         inputs: list("inputs"),
+        optional_inputs: list("optional_inputs"),
         sql_path: path.into(),
         sql,
     })
@@ -216,6 +220,23 @@ pub async fn evaluate(
         });
         ctx.register_batch(name, loaded.batch)?;
     }
+    for name in &stage.optional_inputs {
+        match input_urls.get(name) {
+            Some(url) => {
+                let loaded = inputs::load(name, url).await?;
+                inputs_read.push(InputRead {
+                    name: name.clone(),
+                    url: url.clone(),
+                    sha256: loaded.sha256.clone(),
+                    rows: loaded.batch.num_rows() as u64,
+                });
+                ctx.register_batch(name, loaded.batch)?;
+            }
+            None => {
+                ctx.register_batch(name, inputs::empty(name)?)?;
+            }
+        }
+    }
     let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
         file: stage.sql_path.clone(),
         message: e.to_string(),
@@ -260,9 +281,16 @@ pub async fn run_all(
     prior: &[StageRecord],
 ) -> Result<Vec<StageRecord>> {
     let mut out = Vec::new();
+    let mut skipped: BTreeSet<String> = BTreeSet::new();
     for stage in all()? {
         if let Some(missing) = stage.inputs.iter().find(|i| !input_urls.contains_key(*i)) {
             info!(stage = %stage.name, input = %missing, "stage skipped: the job names no such [inputs] file");
+            skipped.insert(stage.writes.clone());
+            continue;
+        }
+        if let Some(table) = stage.reads.iter().find(|t| skipped.contains(*t)) {
+            info!(stage = %stage.name, table = %table, "stage skipped: the stage that writes its input did not run");
+            skipped.insert(stage.writes.clone());
             continue;
         }
         let span = info_span!("stage", name = %stage.name);

@@ -9,6 +9,8 @@
 //! | `tally_kv_object(array)` | `[{"key":"env","value":"prod"}, ...]` (GCP labels) → `{"env":"prod"}`; NULL when empty |
 //! | `tally_json_merge(low, high)` | two JSON objects merged, keys of `high` winning (NULLs skipped) |
 //! | `tally_json_sum(array, key)` | Σ of `key` over an array of objects (GCP `credits[].amount`), exact; NULL when a value is not a number |
+//! | `tally_tag(tags, 'Key\|alias\|...')` | the trimmed value of the first of those keys a Tags object carries, keys compared trimmed and case-insensitively; NULL when none or empty |
+//! | `tally_share(amount, weight, total)` | amount × weight / total at scale 18, truncated toward zero (see [`crate::decimal::share`]); NULL when total is 0 |
 //! | `tally_mul(a, b)` | a × b at scale 18, rounded half to even (derived figures only, e.g. a list cost) |
 //! | `tally_lookup(table, result, key_column, key)`, `tally_lookup2(table, result, key_column, key, key_column2, key2)` | a value from `schemas/lookups/<table>.csv` (see [`crate::lookup`]) |
 //! | `tally_ai_model(provider, meter)`, `tally_ai_token_class(provider, meter)`, `tally_ai_tier(provider, meter)` | model, token class and service tier from an AI meter string (`schemas/ai_token_meters.psv`), NULL when no rule matches |
@@ -139,6 +141,30 @@ pub fn json_sum(text: &str, key: &str) -> Option<i128> {
         sum = sum.checked_add(v)?;
     }
     Some(sum)
+}
+
+/// The trimmed value of the first key of `keys` (`|`-separated, compared trimmed and
+/// case-insensitively) that a JSON object of tags carries.
+pub fn tag_value(tags: &str, keys: &str) -> Option<String> {
+    let serde_json::Value::Object(m) = serde_json::from_str(tags).ok()? else {
+        return None;
+    };
+    let norm = |k: &str| k.trim().to_lowercase();
+    for want in keys.split('|').map(norm).filter(|k| !k.is_empty()) {
+        for (k, v) in &m {
+            if norm(k) == want {
+                let v = match v {
+                    serde_json::Value::String(s) => s.trim().to_string(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                if !v.is_empty() {
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Loads `schemas/focus_1_4_service_subcategories.psv` into subcategory → category.
@@ -341,6 +367,47 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     ));
+    ctx.register_udf(create_udf(
+        "tally_tag",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let (tags, keys) = (as_str(&a[0])?, as_str(&a[1])?);
+            let mut b = StringBuilder::new();
+            for i in 0..tags.len() {
+                b.append_option(
+                    (!tags.is_null(i) && !keys.is_null(i))
+                        .then(|| tag_value(tags.value(i), keys.value(i)))
+                        .flatten(),
+                );
+            }
+            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+        }),
+    ));
+    let d = decimal::data_type();
+    ctx.register_udf(create_udf(
+        "tally_share",
+        vec![d.clone(), d.clone(), d.clone()],
+        d,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let (x, w, t) = (as_dec(&a[0])?, as_dec(&a[1])?, as_dec(&a[2])?);
+            let out: Decimal128Array = (0..x.len())
+                .map(|i| {
+                    if x.is_null(i) || w.is_null(i) || t.is_null(i) {
+                        None
+                    } else {
+                        decimal::share(x.value(i), w.value(i), t.value(i))
+                    }
+                })
+                .collect();
+            let out = out.with_precision_and_scale(decimal::PRECISION, decimal::SCALE)?;
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ));
     let parents = Arc::new(subcategory_parents()?);
     ctx.register_udf(create_udf(
         "tally_subcategory_parent",
@@ -371,6 +438,19 @@ mod tests {
         assert!(!is_kv_json(r#"{"a":1,"a":2}"#));
         assert!(!is_kv_json("[1]"));
         assert!(!is_kv_json("not json"));
+    }
+
+    #[test]
+    fn tag_values_by_key_and_alias() {
+        let t = r#"{"cost-center":" 4711 ","Team":"web","empty":""}"#;
+        assert_eq!(
+            tag_value(t, "CostCenter|cost-center").as_deref(),
+            Some("4711")
+        );
+        assert_eq!(tag_value(t, "team").as_deref(), Some("web"));
+        assert_eq!(tag_value(t, "empty|team").as_deref(), Some("web"));
+        assert_eq!(tag_value(t, "owner"), None);
+        assert_eq!(tag_value("not json", "team"), None);
     }
 
     #[test]

@@ -174,3 +174,107 @@ fn a_bad_invoice_file_is_refused_naming_file_row_and_column() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A GCP export flattened to CSV (the simplest input to write by hand): one row per charge.
+fn gcp_row(n: u32, service: &str, labels: &str, cost: &str, day: &str) -> String {
+    format!(
+        "A1,{service},SKU-{n},Charge {n},2026-05-{day} 00:00:00 UTC,2026-05-{day} 01:00:00 UTC,p1,P1,\"{labels}\",{cost},USD,1,hour,1,hour,{cost},[],202605,regular\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_digit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut csv = String::from(
+        "billing_account_id,service.description,sku.id,sku.description,usage_start_time,usage_end_time,project.id,project.name,labels,cost,currency,usage.amount,usage.unit,usage.amount_in_pricing_units,usage.pricing_unit,price.effective_price,credits,invoice.month,cost_type\n",
+    );
+    let tag = |k: &str, v: &str| format!("[{{\"\"key\"\":\"\"{k}\"\",\"\"value\"\":\"\"{v}\"\"}}]");
+    csv += &gcp_row(1, "Compute Engine", &tag("CostCenter", "A"), "30", "01");
+    csv += &gcp_row(2, "Compute Engine", &tag("cost-center", " B "), "10", "01");
+    csv += &gcp_row(3, "Compute Engine", "[]", "5", "01");
+    csv += &gcp_row(4, "Support", "[]", "10", "01");
+    csv += &gcp_row(5, "Shared Cluster", "[]", "10", "01");
+    csv += &gcp_row(6, "Commitments", "[]", "100", "01");
+    csv += &gcp_row(7, "AI Platform", "[]", "9", "02");
+    csv += &gcp_row(8, "Broken", "[]", "4", "02");
+    let src = dir.path().join("gcp.csv");
+    std::fs::write(&src, csv).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        format!("file://{}", p.display())
+    };
+    let rules = file(
+        "rules.csv",
+        "Rule,Method,MatchColumn,MatchValue,Target,Percent,Metric\n\
+         by-cc,tag,,CostCenter,,,\n\
+         support,proportional,ServiceName,Support,A,,\n\
+         support,proportional,ServiceName,Support,B,,\n\
+         cluster,even,ServiceName,Shared Cluster,A,,\n\
+         cluster,even,ServiceName,Shared Cluster,B,,\n\
+         cluster,even,ServiceName,Shared Cluster,C,,\n\
+         commit,fixed,ServiceName,Commitments,A,70,\n\
+         commit,fixed,ServiceName,Commitments,B,30,\n\
+         ai,metric,ServiceName,AI Platform,A,,tokens\n\
+         ai,metric,ServiceName,AI Platform,B,,tokens\n\
+         broken,fixed,ServiceName,Broken,A,50,\n\
+         broken,fixed,ServiceName,Broken,B,40,\n",
+    );
+    let aliases = file("aliases.csv", "Key,Alias\nCostCenter,cost-center\n");
+    let metrics = file(
+        "metrics.csv",
+        "Date,Target,Metric,Value\n2026-05-02,A,tokens,1000000\n2026-05-02,B,tokens,2000000\n2026-05-01,B,tokens,99\n",
+    );
+    let job = format!(
+        "{}[inputs]\nallocation_rules = \"{rules}\"\ntag_aliases = \"{aliases}\"\nusage_metrics = \"{metrics}\"\n",
+        one_source_job(&src, &out, Some("gcp_billing"))
+    );
+    let m = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(m.totals.rows_quarantined, 0);
+    let got = lines(
+        &query(
+            &out,
+            "SELECT x_SourceRow, Target, Method, Rule, AllocatedEffectiveCost FROM allocated_costs",
+        )
+        .await,
+    );
+    assert_eq!(
+        got,
+        vec![
+            "1 | A | tag | null | 30",
+            "2 | B | tag | null | 10",
+            "3 | unallocated | unallocated | null | 5",
+            // Support, in proportion to A's 30 and B's 10 of own cost.
+            "4 | A | proportional | support | 7.5",
+            "4 | B | proportional | support | 2.5",
+            // 10 three ways: the 1e-18 truncation leaves goes to the first target by name.
+            "5 | A | even | cluster | 3.333333333333333334",
+            "5 | B | even | cluster | 3.333333333333333333",
+            "5 | C | even | cluster | 3.333333333333333333",
+            "6 | A | fixed | commit | 70",
+            "6 | B | fixed | commit | 30",
+            // 1M and 2M tokens on the charge's day (B's 99 on another day do not count).
+            "7 | A | metric | ai | 3",
+            "7 | B | metric | ai | 6",
+            // 50 + 40 is not 100: nothing is allocated, and the rule is named.
+            "8 | unallocated | unallocated | broken | 4",
+        ]
+    );
+    let total = lines(
+        &query(
+            &out,
+            "SELECT (SELECT sum(AllocatedEffectiveCost) FROM allocated_costs), (SELECT sum(AllocatedBilledCost) FROM allocated_costs)",
+        )
+        .await,
+    );
+    assert_eq!(total, vec!["178 | 178"], "every digit conserved");
+    let coverage = lines(
+        &query(
+            &out,
+            "SELECT TaggedEffectiveCost, SharedEffectiveCost, UnallocatedEffectiveCost, TagCoverage FROM tag_coverage",
+        )
+        .await,
+    );
+    assert_eq!(coverage, vec!["40 | 129 | 9 | 0.224719101123595505"]);
+}

@@ -1,0 +1,156 @@
+-- Cost allocation: every charge's EffectiveCost and BilledCost, assigned to cost centers (or
+-- applications, teams: whatever the rules' targets are).
+--
+-- 1. Tag hygiene. The allocation key is the tag the `tag` rule names (e.g. CostCenter); a charge's
+--    Tags are searched for it and for every spelling in tag_aliases (`cost-center`, `costcenter`),
+--    keys compared trimmed and case-insensitively, the value trimmed.
+-- 2. Shared costs. A charge whose MatchColumn equals a shared rule's MatchValue (support, a shared
+--    cluster, commitment purchases, untagged AI platform spend) is split over that rule's targets:
+--      even          equal shares
+--      proportional  in proportion to each target's own tag-allocated EffectiveCost in the same
+--                    billing period and currency
+--      fixed         by Percent; a rule whose percentages do not add up to 100 allocates nothing
+--                    (its charges stay unallocated, with the rule named)
+--      metric        in proportion to the target's usage_metrics Value for the rule's Metric on the
+--                    charge's day (e.g. tokens per application per day)
+-- 3. Everything else goes to its tag value, or to the explicit target 'unallocated'.
+--
+-- Money is conserved to the last digit: each share is amount × weight / Σ weights truncated at
+-- the 18th decimal place (tally_share), and what truncation leaves over (under 1e-18 per target)
+-- goes to the first target by name, so the shares of a charge add up to the charge exactly.
+-- Σ AllocatedEffectiveCost = Σ EffectiveCost for every billing period and currency (tested).
+--
+-- @stage: allocated_costs
+-- @reads: cost_and_usage
+-- @inputs: allocation_rules, tag_aliases
+-- @optional_inputs: usage_metrics
+-- @writes: allocated_costs
+
+WITH
+tag_rule AS (
+  SELECT min(MatchValue) AS tag_key FROM allocation_rules WHERE Method = 'tag'
+),
+tag_names AS (
+  SELECT t.tag_key || coalesce('|' || string_agg(a.Alias, '|' ORDER BY a.Alias), '') AS names
+  FROM tag_rule t LEFT JOIN tag_aliases a ON lower(trim(a.Key)) = lower(trim(t.tag_key))
+  GROUP BY t.tag_key
+),
+costs AS (
+  SELECT
+    c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
+    c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ChargeCategory,
+    c.ServiceCategory, c.ServiceSubcategory, c.ServiceName, c.SubAccountId, c.ResourceId, c.x_AiModel,
+    c.EffectiveCost, c.BilledCost,
+    tally_tag(c.Tags, n.names) AS tag_target
+  FROM cost_and_usage c CROSS JOIN tag_names n
+),
+shared_rules AS (
+  SELECT DISTINCT Rule, Method, MatchColumn, MatchValue FROM allocation_rules WHERE Method <> 'tag'
+),
+-- Each charge's shared rule, if one matches: the first by name.
+matched AS (
+  SELECT c.x_SourceFile, c.x_SourceRow, min(r.Rule) AS rule
+  FROM costs c
+  JOIN shared_rules r ON r.MatchValue = CASE r.MatchColumn
+      WHEN 'ServiceName' THEN c.ServiceName
+      WHEN 'ServiceCategory' THEN c.ServiceCategory
+      WHEN 'ServiceSubcategory' THEN c.ServiceSubcategory
+      WHEN 'SubAccountId' THEN c.SubAccountId
+      WHEN 'ChargeCategory' THEN c.ChargeCategory
+      WHEN 'ResourceId' THEN c.ResourceId
+      WHEN 'x_AiModel' THEN c.x_AiModel
+    END
+  GROUP BY 1, 2
+),
+classified AS (
+  SELECT c.*, m.rule
+  FROM costs c LEFT JOIN matched m ON m.x_SourceFile = c.x_SourceFile AND m.x_SourceRow = c.x_SourceRow
+),
+direct AS (
+  SELECT
+    x_SourceFile, x_SourceRow, x_SourceProvider, BillingAccountId, x_BillingPeriod, BillingPeriodStart,
+    BillingCurrency, ChargePeriodStart, ServiceCategory, ServiceName, SubAccountId,
+    coalesce(tag_target, 'unallocated') AS Target,
+    CASE WHEN tag_target IS NULL THEN 'unallocated' ELSE 'tag' END AS Method,
+    CAST(NULL AS VARCHAR) AS Rule,
+    EffectiveCost AS AllocatedEffectiveCost,
+    BilledCost AS AllocatedBilledCost
+  FROM classified
+  WHERE rule IS NULL
+),
+own_cost AS (
+  SELECT BillingPeriodStart, BillingCurrency, Target, sum(AllocatedEffectiveCost) AS own
+  FROM direct WHERE Method = 'tag'
+  GROUP BY 1, 2, 3
+),
+fixed_ok AS (
+  SELECT Rule FROM allocation_rules WHERE Method = 'fixed' GROUP BY Rule
+  HAVING sum(coalesce(Percent, CAST(0 AS DECIMAL(38, 18)))) = CAST(100 AS DECIMAL(38, 18))
+),
+metric_day AS (
+  SELECT date_trunc('day', Date) AS day, Target, Metric, sum(Value) AS value
+  FROM usage_metrics GROUP BY 1, 2, 3
+),
+weights AS (
+  SELECT
+    c.x_SourceFile, c.x_SourceRow, r.Rule, r.Method, r.Target,
+    CASE r.Method
+      WHEN 'even' THEN CAST(1 AS DECIMAL(38, 18))
+      WHEN 'fixed' THEN CASE WHEN f.Rule IS NOT NULL THEN r.Percent END
+      WHEN 'proportional' THEN o.own
+      WHEN 'metric' THEN md.value
+    END AS weight
+  FROM classified c
+  JOIN allocation_rules r ON r.Rule = c.rule AND r.Target IS NOT NULL
+  LEFT JOIN fixed_ok f ON f.Rule = r.Rule
+  LEFT JOIN own_cost o ON r.Method = 'proportional' AND o.Target = r.Target
+    AND o.BillingPeriodStart = c.BillingPeriodStart AND o.BillingCurrency = c.BillingCurrency
+  LEFT JOIN metric_day md ON r.Method = 'metric' AND md.Target = r.Target AND md.Metric = r.Metric
+    AND md.day = date_trunc('day', c.ChargePeriodStart)
+),
+positive AS (
+  SELECT * FROM weights WHERE weight > CAST(0 AS DECIMAL(38, 18))
+),
+totals AS (
+  SELECT x_SourceFile, x_SourceRow, sum(weight) AS total FROM positive GROUP BY 1, 2
+),
+shares AS (
+  SELECT
+    c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
+    c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ServiceCategory, c.ServiceName,
+    c.SubAccountId, p.Target, p.Method, p.Rule, c.EffectiveCost, c.BilledCost,
+    tally_share(c.EffectiveCost, p.weight, t.total) AS eff,
+    tally_share(c.BilledCost, p.weight, t.total) AS billed,
+    row_number() OVER (PARTITION BY c.x_SourceFile, c.x_SourceRow ORDER BY p.Target) AS k
+  FROM positive p
+  JOIN totals t ON t.x_SourceFile = p.x_SourceFile AND t.x_SourceRow = p.x_SourceRow
+  JOIN classified c ON c.x_SourceFile = p.x_SourceFile AND c.x_SourceRow = p.x_SourceRow
+),
+split AS (
+  SELECT
+    x_SourceFile, x_SourceRow, x_SourceProvider, BillingAccountId, x_BillingPeriod, BillingPeriodStart,
+    BillingCurrency, ChargePeriodStart, ServiceCategory, ServiceName, SubAccountId, Target, Method, Rule,
+    eff + CASE WHEN k = 1
+      THEN EffectiveCost - sum(eff) OVER (PARTITION BY x_SourceFile, x_SourceRow)
+      ELSE CAST(0 AS DECIMAL(38, 18)) END AS AllocatedEffectiveCost,
+    billed + CASE WHEN k = 1
+      THEN BilledCost - sum(billed) OVER (PARTITION BY x_SourceFile, x_SourceRow)
+      ELSE CAST(0 AS DECIMAL(38, 18)) END AS AllocatedBilledCost
+  FROM shares
+),
+-- A shared charge no target could take (no positive weight: no usage that day, no own cost,
+-- percentages not adding up to 100) stays visible as unallocated, with its rule named.
+stranded AS (
+  SELECT
+    c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
+    c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ServiceCategory, c.ServiceName,
+    c.SubAccountId, 'unallocated' AS Target, 'unallocated' AS Method, c.rule AS Rule,
+    c.EffectiveCost AS AllocatedEffectiveCost, c.BilledCost AS AllocatedBilledCost
+  FROM classified c
+  LEFT JOIN totals t ON t.x_SourceFile = c.x_SourceFile AND t.x_SourceRow = c.x_SourceRow
+  WHERE c.rule IS NOT NULL AND t.x_SourceFile IS NULL
+)
+SELECT * FROM direct
+UNION ALL SELECT * FROM split
+UNION ALL SELECT * FROM stranded
+ORDER BY x_SourceFile, x_SourceRow, Target
