@@ -46,6 +46,10 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "schemas/inputs/usage_metrics.psv",
     "sql/stages/allocated_costs.sql",
     "sql/stages/tag_coverage.sql",
+    "sql/stages/chargeback_lines.sql",
+    "sql/stages/chargeback_statements.sql",
+    "sql/stages/unit_costs.sql",
+    "schemas/inputs/chargeback_basis.psv",
 ];
 
 fn used() -> &'static Mutex<BTreeMap<String, String>> {

@@ -8,6 +8,7 @@
 //! -- @inputs: invoices                 files the job names under [inputs] (schemas/inputs/)
 //! -- @optional_inputs: usage_metrics   read when the job names them, else empty
 //! -- @writes: invoice_reconciliation   the table it replaces, whole, on every run it runs
+//! -- @csv: true                        also <output>/exports/<table>.csv, for people
 //! ```
 //!
 //! Stages run after the FOCUS tables are committed, in the order their reads require (a small
@@ -44,6 +45,8 @@ pub struct Stage {
     pub optional_inputs: Vec<String>,
     /// Table written.
     pub writes: String,
+    /// Also write `<output>/exports/<writes>.csv`.
+    pub csv: bool,
 }
 
 /// A table a stage read or wrote, at a version.
@@ -140,6 +143,7 @@ fn parse(path: &str, sql: String) -> Result<Stage> {
         reads: list("reads"),
         inputs: list("inputs"),
         optional_inputs: list("optional_inputs"),
+        csv: h.get("csv").is_some_and(|v| v == "true"),
         sql_path: path.into(),
         sql,
     })
@@ -242,8 +246,42 @@ pub async fn evaluate(
         message: e.to_string(),
     };
     let df = ctx.sql(&stage.sql).await.map_err(sql_err)?;
-    let schema: arrow::datatypes::SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await.map_err(sql_err)?;
+    // Plain Utf8 whatever string type DataFusion chose (views from Delta reads), so the table's
+    // schema and the content hash do not depend on the plan.
+    let plain = |t: &arrow::datatypes::DataType| match t {
+        arrow::datatypes::DataType::Utf8View | arrow::datatypes::DataType::LargeUtf8 => {
+            arrow::datatypes::DataType::Utf8
+        }
+        other => other.clone(),
+    };
+    let schema: arrow::datatypes::SchemaRef = Arc::new(arrow::datatypes::Schema::new(
+        df.schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_data_type(plain(f.data_type()))
+                    .with_nullable(true)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let batches = df
+        .collect()
+        .await
+        .map_err(sql_err)?
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), cols)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut hasher = crate::hash::ContentHasher::whole(&schema)?;
     let mut rows = 0u64;
     for b in &batches {
@@ -310,6 +348,9 @@ pub async fn run_all(
         }
         let url = table::table_url(root, &stage.writes)?;
         let ops = table::open(&url).await?;
+        if stage.csv {
+            write_csv(root, &stage.writes, &schema, &batches).await?;
+        }
         let data = if batches.is_empty() {
             vec![RecordBatch::new_empty(schema)]
         } else {
@@ -430,4 +471,35 @@ pub async fn reproduce(manifest_url: &str, name: &str) -> Result<Reproduction> {
         today,
         notes,
     })
+}
+
+/// Writes a stage's rows as `<root>/exports/<name>.csv` (decimals and times as their text).
+async fn write_csv(
+    root: &str,
+    name: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<()> {
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut buf);
+        if batches.is_empty() {
+            w.write(&RecordBatch::new_empty(schema.clone()))?;
+        }
+        for b in batches {
+            w.write(b)?;
+        }
+    }
+    let loc = crate::storage::open(root)?;
+    let path = loc
+        .path
+        .clone()
+        .join("exports")
+        .join(format!("{name}.csv").as_str());
+    object_store::ObjectStoreExt::put(loc.store.as_ref(), &path, buf.into())
+        .await
+        .map_err(|e| loc.err("put", &path, e))?;
+    Ok(())
 }

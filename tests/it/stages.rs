@@ -224,10 +224,12 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
     let aliases = file("aliases.csv", "Key,Alias\nCostCenter,cost-center\n");
     let metrics = file(
         "metrics.csv",
-        "Date,Target,Metric,Value\n2026-05-02,A,tokens,1000000\n2026-05-02,B,tokens,2000000\n2026-05-01,B,tokens,99\n",
+        "Date,Target,Metric,Value\n2026-05-02,A,tokens,1000000\n2026-05-02,B,tokens,2000000\n2026-05-01,B,tokens,99\n\
+         2026-05-03,A,orders,60\n2026-05-04,A,orders,40\n2026-05-31,A,revenue,1000\n",
     );
+    let basis = file("basis.csv", "Target,Basis\nB,billed\n");
     let job = format!(
-        "{}[inputs]\nallocation_rules = \"{rules}\"\ntag_aliases = \"{aliases}\"\nusage_metrics = \"{metrics}\"\n",
+        "{}[inputs]\nallocation_rules = \"{rules}\"\ntag_aliases = \"{aliases}\"\nusage_metrics = \"{metrics}\"\nchargeback_basis = \"{basis}\"\n",
         one_source_job(&src, &out, Some("gcp_billing"))
     );
     let m = run_job(dir.path(), &job).await.unwrap();
@@ -277,4 +279,41 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
         .await,
     );
     assert_eq!(coverage, vec!["40 | 129 | 9 | 0.224719101123595505"]);
+
+    // Chargeback: A = 30 + 7.5 + 3.333333333333333334 + 70 + 3; B (charged at billed cost, equal
+    // here: the export has no credits) = 10 + 2.5 + 3.333333333333333333 + 30 + 6.
+    let statements = lines(
+        &query(&out, "SELECT CostCenter, Basis, ChargedAmount, SharedEffectiveCost FROM chargeback_statements").await,
+    );
+    assert_eq!(
+        statements,
+        vec![
+            "A | effective | 113.833333333333333334 | 83.833333333333333334",
+            "B | billed | 51.833333333333333333 | 41.833333333333333333",
+            "C | effective | 3.333333333333333333 | 3.333333333333333333",
+            "unallocated | effective | 9 | 0",
+        ]
+    );
+    let csv = std::fs::read_to_string(out.join("exports/chargeback_statements.csv")).unwrap();
+    assert!(
+        csv.starts_with("CostCenter,BillingPeriodStart,BillingCurrency,Basis,"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 5);
+
+    // Unit economics for A in May 2026: 100 orders, revenue 1000, 1M tokens served.
+    let units = lines(
+        &query(
+            &out,
+            "SELECT Metric, Units, CostPerUnit, CostPer1KUnits, ReturnOnSpend FROM unit_costs WHERE Target = 'A'",
+        )
+        .await,
+    );
+    assert_eq!(
+        units,
+        vec![
+            "orders | 100 | 1.138333333333333333 | 1138.33333333333333334 | 8.784773060029282576",
+            "tokens | 1000000 | 0.000113833333333333 | 0.113833333333333333 | 8.784773060029282576",
+        ]
+    );
 }
