@@ -243,6 +243,18 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                     t.version.map(|v| v.to_string()).unwrap_or("-".into())
                 );
             }
+            for st in &m.stages {
+                println!(
+                    "  {}: {} rows, version {} ({})",
+                    st.output.name,
+                    st.rows,
+                    st.output
+                        .version
+                        .map(|v| v.to_string())
+                        .unwrap_or("-".into()),
+                    st.status
+                );
+            }
             Ok(exit::OK)
         }
         Command::Validate { target, json } => {

@@ -50,6 +50,7 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "sql/stages/chargeback_statements.sql",
     "sql/stages/unit_costs.sql",
     "schemas/inputs/chargeback_basis.psv",
+    "schemas/inputs/account_tags.psv",
 ];
 
 fn used() -> &'static Mutex<BTreeMap<String, String>> {

@@ -3,11 +3,12 @@
 --
 -- 1. Tag hygiene. The allocation key is the tag the `tag` rule names (e.g. CostCenter); a charge's
 --    Tags are searched for it and for every spelling in tag_aliases (`cost-center`, `costcenter`),
---    keys compared trimmed and case-insensitively, the value trimmed.
+--    keys compared trimmed and case-insensitively, the value trimmed. A charge without the key
+--    inherits it from its sub-account (account_tags input, optional); its own tag wins.
 -- 2. Shared costs. A charge whose MatchColumn equals a shared rule's MatchValue (support, a shared
 --    cluster, commitment purchases, untagged AI platform spend) is split over that rule's targets:
 --      even          equal shares
---      proportional  in proportion to each target's own tag-allocated EffectiveCost in the same
+--      proportional  in proportion to each target's own tagged (or inherited) EffectiveCost in the same
 --                    billing period and currency
 --      fixed         by Percent; a rule whose percentages do not add up to 100 allocates nothing
 --                    (its charges stay unallocated, with the rule named)
@@ -23,7 +24,7 @@
 -- @stage: allocated_costs
 -- @reads: cost_and_usage
 -- @inputs: allocation_rules, tag_aliases
--- @optional_inputs: usage_metrics
+-- @optional_inputs: usage_metrics, account_tags
 -- @writes: allocated_costs
 
 WITH
@@ -35,14 +36,27 @@ tag_names AS (
   FROM tag_rule t LEFT JOIN tag_aliases a ON lower(trim(a.Key)) = lower(trim(t.tag_key))
   GROUP BY t.tag_key
 ),
+key_spellings AS (
+  SELECT lower(trim(tag_key)) AS k FROM tag_rule
+  UNION
+  SELECT lower(trim(a.Alias)) FROM tag_aliases a JOIN tag_rule t ON lower(trim(a.Key)) = lower(trim(t.tag_key))
+),
+inherited AS (
+  SELECT SubAccountId, min(trim(Value)) AS value
+  FROM account_tags
+  WHERE lower(trim(Key)) IN (SELECT k FROM key_spellings) AND trim(Value) <> ''
+  GROUP BY 1
+),
 costs AS (
   SELECT
     c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
     c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ChargeCategory,
     c.ServiceCategory, c.ServiceSubcategory, c.ServiceName, c.SubAccountId, c.ResourceId, c.x_AiModel,
     c.EffectiveCost, c.BilledCost,
-    tally_tag(c.Tags, n.names) AS tag_target
+    tally_tag(c.Tags, n.names) AS own_tag,
+    i.value AS inherited_tag
   FROM cost_and_usage c CROSS JOIN tag_names n
+  LEFT JOIN inherited i ON i.SubAccountId = c.SubAccountId
 ),
 shared_rules AS (
   SELECT DISTINCT Rule, Method, MatchColumn, MatchValue FROM allocation_rules WHERE Method <> 'tag'
@@ -70,8 +84,9 @@ direct AS (
   SELECT
     x_SourceFile, x_SourceRow, x_SourceProvider, BillingAccountId, x_BillingPeriod, BillingPeriodStart,
     BillingCurrency, ChargePeriodStart, ServiceCategory, ServiceName, SubAccountId,
-    coalesce(tag_target, 'unallocated') AS Target,
-    CASE WHEN tag_target IS NULL THEN 'unallocated' ELSE 'tag' END AS Method,
+    coalesce(own_tag, inherited_tag, 'unallocated') AS Target,
+    CASE WHEN own_tag IS NOT NULL THEN 'tag' WHEN inherited_tag IS NOT NULL THEN 'inherited'
+      ELSE 'unallocated' END AS Method,
     CAST(NULL AS VARCHAR) AS Rule,
     EffectiveCost AS AllocatedEffectiveCost,
     BilledCost AS AllocatedBilledCost
@@ -80,7 +95,7 @@ direct AS (
 ),
 own_cost AS (
   SELECT BillingPeriodStart, BillingCurrency, Target, sum(AllocatedEffectiveCost) AS own
-  FROM direct WHERE Method = 'tag'
+  FROM direct WHERE Method IN ('tag', 'inherited')
   GROUP BY 1, 2, 3
 ),
 fixed_ok AS (

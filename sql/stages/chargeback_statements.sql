@@ -11,7 +11,7 @@
 
 WITH shared AS (
   SELECT Target, BillingPeriodStart, BillingCurrency,
-    sum(CASE WHEN Method NOT IN ('tag', 'unallocated') THEN AllocatedEffectiveCost
+    sum(CASE WHEN Method NOT IN ('tag', 'inherited', 'unallocated') THEN AllocatedEffectiveCost
       ELSE CAST(0 AS DECIMAL(38, 18)) END) AS shared_effective
   FROM allocated_costs GROUP BY 1, 2, 3
 )

@@ -198,6 +198,8 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
     csv += &gcp_row(6, "Commitments", "[]", "100", "01");
     csv += &gcp_row(7, "AI Platform", "[]", "9", "02");
     csv += &gcp_row(8, "Broken", "[]", "4", "02");
+    // Untagged, in project p2, which carries cost-center C: inherited.
+    csv += &gcp_row(9, "Compute Engine", "[]", "2", "03").replace(",p1,P1,", ",p2,P2,");
     let src = dir.path().join("gcp.csv");
     std::fs::write(&src, csv).unwrap();
     let file = |name: &str, text: &str| {
@@ -228,8 +230,12 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
          2026-05-03,A,orders,60\n2026-05-04,A,orders,40\n2026-05-31,A,revenue,1000\n",
     );
     let basis = file("basis.csv", "Target,Basis\nB,billed\n");
+    let account_tags = file(
+        "account_tags.csv",
+        "SubAccountId,Key,Value\np2,Cost-Center, C \np2,team,x\n",
+    );
     let job = format!(
-        "{}[inputs]\nallocation_rules = \"{rules}\"\ntag_aliases = \"{aliases}\"\nusage_metrics = \"{metrics}\"\nchargeback_basis = \"{basis}\"\n",
+        "{}[inputs]\nallocation_rules = \"{rules}\"\ntag_aliases = \"{aliases}\"\nusage_metrics = \"{metrics}\"\nchargeback_basis = \"{basis}\"\naccount_tags = \"{account_tags}\"\n",
         one_source_job(&src, &out, Some("gcp_billing"))
     );
     let m = run_job(dir.path(), &job).await.unwrap();
@@ -261,6 +267,7 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
             "7 | B | metric | ai | 6",
             // 50 + 40 is not 100: nothing is allocated, and the rule is named.
             "8 | unallocated | unallocated | broken | 4",
+            "9 | C | inherited | null | 2",
         ]
     );
     let total = lines(
@@ -270,15 +277,15 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
         )
         .await,
     );
-    assert_eq!(total, vec!["178 | 178"], "every digit conserved");
+    assert_eq!(total, vec!["180 | 180"], "every digit conserved");
     let coverage = lines(
         &query(
             &out,
-            "SELECT TaggedEffectiveCost, SharedEffectiveCost, UnallocatedEffectiveCost, TagCoverage FROM tag_coverage",
+            "SELECT TaggedEffectiveCost, InheritedEffectiveCost, SharedEffectiveCost, UnallocatedEffectiveCost, TagCoverage FROM tag_coverage",
         )
         .await,
     );
-    assert_eq!(coverage, vec!["40 | 129 | 9 | 0.224719101123595505"]);
+    assert_eq!(coverage, vec!["40 | 2 | 129 | 9 | 0.222222222222222222"]);
 
     // Chargeback: A = 30 + 7.5 + 3.333333333333333334 + 70 + 3; B (charged at billed cost, equal
     // here: the export has no credits) = 10 + 2.5 + 3.333333333333333333 + 30 + 6.
@@ -290,7 +297,7 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
         vec![
             "A | effective | 113.833333333333333334 | 83.833333333333333334",
             "B | billed | 51.833333333333333333 | 41.833333333333333333",
-            "C | effective | 3.333333333333333333 | 3.333333333333333333",
+            "C | effective | 5.333333333333333333 | 3.333333333333333333",
             "unallocated | effective | 9 | 0",
         ]
     );
