@@ -218,6 +218,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                     "run {} ok: nothing new — {} files unchanged since the last successful run; no table changed",
                     m.run_id, m.files_unchanged
                 );
+                print_stages(&m);
                 return Ok(exit::OK);
             }
             println!(
@@ -243,18 +244,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
                     t.version.map(|v| v.to_string()).unwrap_or("-".into())
                 );
             }
-            for st in &m.stages {
-                println!(
-                    "  {}: {} rows, version {} ({})",
-                    st.output.name,
-                    st.rows,
-                    st.output
-                        .version
-                        .map(|v| v.to_string())
-                        .unwrap_or("-".into()),
-                    st.status
-                );
-            }
+            print_stages(&m);
             Ok(exit::OK)
         }
         Command::Validate { target, json } => {
@@ -427,4 +417,20 @@ fn parse_period(s: &str) -> Result<String, String> {
     chrono::NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
         .map(|_| s.to_string())
         .map_err(|_| format!("expected YYYY-MM, got {s:?}"))
+}
+
+/// One line per SQL stage of a run: its table, rows, version and whether it ran.
+fn print_stages(m: &tally::manifest::Manifest) {
+    for st in &m.stages {
+        println!(
+            "  {}: {} rows, version {} ({})",
+            st.output.name,
+            st.rows,
+            st.output
+                .version
+                .map(|v| v.to_string())
+                .unwrap_or("-".into()),
+            st.status
+        );
+    }
 }

@@ -96,14 +96,52 @@ pub struct StageRecord {
     pub status: String,
 }
 
+/// What a stage's result depends on: its SQL, the versions of the tables it reads and the bytes
+/// of its input files.
+type Fingerprint = (String, Vec<TableRead>, Vec<(String, String, String)>);
+
 impl StageRecord {
-    fn fingerprint(&self) -> (String, Vec<TableRead>, Vec<InputRead>) {
+    fn fingerprint(&self) -> Fingerprint {
         (
             self.sql_sha256.clone(),
             self.reads.clone(),
-            self.inputs.clone(),
+            self.inputs
+                .iter()
+                .map(|i| (i.name.clone(), i.url.clone(), i.sha256.clone()))
+                .collect(),
         )
     }
+}
+
+/// The fingerprint a stage would have now, without running it.
+async fn fingerprint_now(
+    stage: &Stage,
+    root: &str,
+    input_urls: &BTreeMap<String, String>,
+) -> Result<Fingerprint> {
+    let mut reads = Vec::new();
+    for name in &stage.reads {
+        let url = table::table_url(root, name)?;
+        reads.push(TableRead {
+            name: name.clone(),
+            url: url.to_string(),
+            version: table::open(&url).await?.version(),
+        });
+    }
+    let mut inputs = Vec::new();
+    for name in stage.inputs.iter().chain(&stage.optional_inputs) {
+        if let Some(url) = input_urls.get(name) {
+            let loc = crate::storage::open(url)?;
+            let bytes = object_store::ObjectStoreExt::get(loc.store.as_ref(), &loc.path)
+                .await
+                .map_err(|e| loc.err("get", &loc.path, e))?
+                .bytes()
+                .await
+                .map_err(|e| loc.err("read", &loc.path, e))?;
+            inputs.push((name.clone(), url.clone(), resources::sha256_hex(&bytes)));
+        }
+    }
+    Ok((resources::sha256_hex(stage.sql.as_bytes()), reads, inputs))
 }
 
 fn parse(path: &str, sql: String) -> Result<Stage> {
@@ -334,11 +372,9 @@ pub async fn run_all(
         let span = info_span!("stage", name = %stage.name);
         let _g = span.enter();
         let t0 = std::time::Instant::now();
-        let (batches, schema, mut record) =
-            evaluate(&stage, root, &BTreeMap::new(), input_urls).await?;
-        if let Some(p) = prior.iter().find(|p| p.name == record.name)
-            && p.fingerprint() == record.fingerprint()
+        if let Some(p) = prior.iter().find(|p| p.name == stage.name)
             && p.output.version.is_some()
+            && p.fingerprint() == fingerprint_now(&stage, root, input_urls).await?
         {
             let mut same = p.clone();
             same.status = "unchanged".into();
@@ -346,6 +382,8 @@ pub async fn run_all(
             out.push(same);
             continue;
         }
+        let (batches, schema, mut record) =
+            evaluate(&stage, root, &BTreeMap::new(), input_urls).await?;
         let url = table::table_url(root, &stage.writes)?;
         let ops = table::open(&url).await?;
         if stage.csv {

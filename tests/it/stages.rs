@@ -71,6 +71,14 @@ fn invoices_reconcile_with_every_status_and_a_past_result_is_reproduced_exactly(
          INV-2026-05-0003,12.500000000000000000,,-12.500000000000000000,missing in billing data\n"
     );
     let first = manifests(&out).pop().unwrap();
+    // Nothing new: no stage is rewritten.
+    let o = run(&job);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("nothing new"), "{stdout}");
+    assert!(
+        stdout.contains("invoice_reconciliation: 7 rows, version 0 (unchanged)"),
+        "{stdout}"
+    );
 
     // The invoice file is corrected and the run after it reconciles again...
     let invoices_text = std::fs::read_to_string(&invoices).unwrap();
