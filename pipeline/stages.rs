@@ -222,6 +222,56 @@ pub fn all() -> Result<Vec<Stage>> {
     Ok(ordered)
 }
 
+/// Runs a stage's SQL in a session where its tables and inputs are registered; string columns
+/// come out as plain Utf8 whatever DataFusion chose, so schemas and hashes do not depend on the plan.
+pub async fn run_sql(
+    stage: &Stage,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
+        file: stage.sql_path.clone(),
+        message: e.to_string(),
+    };
+    let df = ctx.sql(&stage.sql).await.map_err(sql_err)?;
+    // Plain Utf8 whatever string type DataFusion chose (views from Delta reads), so the table's
+    // schema and the content hash do not depend on the plan.
+    let plain = |t: &arrow::datatypes::DataType| match t {
+        arrow::datatypes::DataType::Utf8View | arrow::datatypes::DataType::LargeUtf8 => {
+            arrow::datatypes::DataType::Utf8
+        }
+        other => other.clone(),
+    };
+    let schema: arrow::datatypes::SchemaRef = Arc::new(arrow::datatypes::Schema::new(
+        df.schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_data_type(plain(f.data_type()))
+                    .with_nullable(true)
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let batches = df
+        .collect()
+        .await
+        .map_err(sql_err)?
+        .into_iter()
+        .map(|b| {
+            let cols = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            RecordBatch::try_new(schema.clone(), cols)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((schema, batches))
+}
+
 /// Runs one stage's SQL over the tables under `root` (each at `versions[name]` when given, else
 /// current) and the given input files; returns its rows and its record (output not yet written).
 pub async fn evaluate(
@@ -279,47 +329,7 @@ pub async fn evaluate(
             }
         }
     }
-    let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
-        file: stage.sql_path.clone(),
-        message: e.to_string(),
-    };
-    let df = ctx.sql(&stage.sql).await.map_err(sql_err)?;
-    // Plain Utf8 whatever string type DataFusion chose (views from Delta reads), so the table's
-    // schema and the content hash do not depend on the plan.
-    let plain = |t: &arrow::datatypes::DataType| match t {
-        arrow::datatypes::DataType::Utf8View | arrow::datatypes::DataType::LargeUtf8 => {
-            arrow::datatypes::DataType::Utf8
-        }
-        other => other.clone(),
-    };
-    let schema: arrow::datatypes::SchemaRef = Arc::new(arrow::datatypes::Schema::new(
-        df.schema()
-            .as_arrow()
-            .fields()
-            .iter()
-            .map(|f| {
-                f.as_ref()
-                    .clone()
-                    .with_data_type(plain(f.data_type()))
-                    .with_nullable(true)
-            })
-            .collect::<Vec<_>>(),
-    ));
-    let batches = df
-        .collect()
-        .await
-        .map_err(sql_err)?
-        .into_iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(schema.clone(), cols)
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let (schema, batches) = run_sql(stage, &ctx).await?;
     let mut hasher = crate::hash::ContentHasher::whole(&schema)?;
     let mut rows = 0u64;
     for b in &batches {

@@ -11,5 +11,6 @@ mod s3;
 mod schedule;
 mod spec_examples;
 mod sql_cases;
+mod stage_cases;
 mod stages;
 mod strict;
