@@ -1,5 +1,6 @@
 //! Inputs that are not billing data — invoices, allocation rules, business metrics — as CSV
-//! files a job names under `[inputs]`, checked against `schemas/inputs/<name>.psv` on load.
+//! files (or Parquet, e.g. a FOCUS InvoiceDetail dataset) a job names under `[inputs]`, checked
+//! against `schemas/inputs/<name>.psv` on load.
 //!
 //! Each schema line is `column|type|required|meaning` with type `text`, `decimal` (exact,
 //! Decimal128(38,18)) or `timestamp` (UTC). A missing required column, an empty required value
@@ -84,6 +85,78 @@ pub struct Loaded {
     pub sha256: String,
 }
 
+/// The schema's columns out of a Parquet file (a FOCUS dataset such as InvoiceDetail), each cast
+/// to its declared type; other columns are ignored. Values are checked like CSV values.
+fn from_parquet(
+    name: &str,
+    url: &str,
+    cols: &[InputColumn],
+    bytes: bytes::Bytes,
+) -> Result<RecordBatch> {
+    let bad = |m: String| TallyError::BadFile {
+        file: url.into(),
+        message: m,
+    };
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let Some(first) = batches.first() else {
+        return empty(name);
+    };
+    let all = arrow::compute::concat_batches(&first.schema(), &batches)?;
+    let target = empty(name)?.schema();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for (c, f) in cols.iter().zip(target.fields()) {
+        let Ok(i) = all.schema().index_of(&c.name) else {
+            if c.required {
+                return Err(bad(format!("input {name:?} lacks column {}", c.name)));
+            }
+            arrays.push(arrow::array::new_null_array(f.data_type(), all.num_rows()));
+            continue;
+        };
+        // Decimals and text through their exact text, so a wider or narrower scale in the file
+        // is parsed like CSV (and refused, not rounded, beyond 18 places).
+        let text = arrow::compute::cast(all.column(i), &DataType::Utf8)?;
+        let text = text
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("utf8");
+        let a: ArrayRef = match c.ty.as_str() {
+            "decimal" => {
+                let mut b = Decimal128Builder::new();
+                for (row, v) in text.iter().enumerate() {
+                    b.append_option(v.map(decimal::parse).transpose().map_err(|m| {
+                        TallyError::BadValue {
+                            file: url.into(),
+                            row: row as u64 + 1,
+                            column: c.name.clone(),
+                            message: m,
+                        }
+                    })?);
+                }
+                Arc::new(
+                    b.finish()
+                        .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)?,
+                )
+            }
+            "timestamp" => arrow::compute::cast(all.column(i), f.data_type())?,
+            _ => Arc::new(text.clone()),
+        };
+        if c.required && a.null_count() > 0 {
+            return Err(bad(format!(
+                "input {name:?}: column {} has empty values",
+                c.name
+            )));
+        }
+        arrays.push(a);
+    }
+    Ok(RecordBatch::try_new(target, arrays)?)
+}
+
 /// Reads and checks input `name` from `url`.
 pub async fn load(name: &str, url: &str) -> Result<Loaded> {
     let cols = schema(name)?;
@@ -97,6 +170,12 @@ pub async fn load(name: &str, url: &str) -> Result<Loaded> {
         .await
         .map_err(|e| loc.err("read", &loc.path, e))?;
     let sha256 = resources::sha256_hex(&bytes);
+    if url.to_ascii_lowercase().ends_with(".parquet") {
+        return Ok(Loaded {
+            batch: from_parquet(name, url, &cols, bytes)?,
+            sha256,
+        });
+    }
     let text = std::str::from_utf8(&bytes).map_err(|_| TallyError::BadFile {
         file: url.into(),
         message: "not UTF-8".into(),

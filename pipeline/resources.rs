@@ -51,6 +51,7 @@ pub static EMBEDDED: &[(&str, &str)] = embed![
     "sql/stages/unit_costs.sql",
     "schemas/inputs/chargeback_basis.psv",
     "schemas/inputs/account_tags.psv",
+    "schemas/inputs/invoice_detail.psv",
 ];
 
 fn used() -> &'static Mutex<BTreeMap<String, String>> {

@@ -7,6 +7,7 @@
 //! -- @reads: cost_and_usage            tables under the output root (tally's or other stages')
 //! -- @inputs: invoices                 files the job names under [inputs] (schemas/inputs/)
 //! -- @optional_inputs: usage_metrics   read when the job names them, else empty
+//! -- @any_inputs: invoices, invoice_detail   optional, but the stage runs only if one is given
 //! -- @writes: invoice_reconciliation   the table it replaces, whole, on every run it runs
 //! -- @csv: true                        also <output>/exports/<table>.csv, for people
 //! ```
@@ -43,6 +44,8 @@ pub struct Stage {
     pub inputs: Vec<String>,
     /// Job inputs read when given (an empty table otherwise).
     pub optional_inputs: Vec<String>,
+    /// Optional inputs of which at least one must be given for the stage to run.
+    pub any_inputs: Vec<String>,
     /// Table written.
     pub writes: String,
     /// Also write `<output>/exports/<writes>.csv`.
@@ -180,7 +183,11 @@ fn parse(path: &str, sql: String) -> Result<Stage> {
         writes: one("writes")?,
         reads: list("reads"),
         inputs: list("inputs"),
-        optional_inputs: list("optional_inputs"),
+        optional_inputs: list("optional_inputs")
+            .into_iter()
+            .chain(list("any_inputs"))
+            .collect(),
+        any_inputs: list("any_inputs"),
         csv: h.get("csv").is_some_and(|v| v == "true"),
         sql_path: path.into(),
         sql,
@@ -371,6 +378,13 @@ pub async fn run_all(
     for stage in all()? {
         if let Some(missing) = stage.inputs.iter().find(|i| !input_urls.contains_key(*i)) {
             info!(stage = %stage.name, input = %missing, "stage skipped: the job names no such [inputs] file");
+            skipped.insert(stage.writes.clone());
+            continue;
+        }
+        if !stage.any_inputs.is_empty()
+            && !stage.any_inputs.iter().any(|i| input_urls.contains_key(i))
+        {
+            info!(stage = %stage.name, inputs = ?stage.any_inputs, "stage skipped: the job names none of its [inputs]");
             skipped.insert(stage.writes.clone());
             continue;
         }

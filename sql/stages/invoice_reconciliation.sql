@@ -1,4 +1,6 @@
--- Invoice reconciliation: Σ BilledCost per invoice key, compared with the invoices a job names.
+-- Invoice reconciliation: Σ BilledCost per invoice key, compared with the invoices a job names:
+-- a CSV of invoice totals (`invoices`), a FOCUS 1.4 InvoiceDetail dataset (`invoice_detail`, its
+-- lines' BilledCost summed per key), or both (their amounts add up per key).
 --
 -- Key: InvoiceId, InvoiceIssuerName, BillingAccountId, BillingPeriodStart, BillingPeriodEnd,
 -- BillingCurrency. Every key on either side gets one row: what the invoice says (expected), what
@@ -13,7 +15,7 @@
 --
 -- @stage: invoice_reconciliation
 -- @reads: cost_and_usage
--- @inputs: invoices
+-- @any_inputs: invoices, invoice_detail
 -- @writes: invoice_reconciliation
 
 WITH billed AS (
@@ -30,8 +32,16 @@ invoiced AS (
   SELECT
     InvoiceId, InvoiceIssuerName, BillingAccountId, BillingPeriodStart, BillingPeriodEnd,
     BillingCurrency,
-    sum(InvoiceTotal) AS expected
-  FROM invoices
+    sum(amount) AS expected
+  FROM (
+    SELECT InvoiceId, InvoiceIssuerName, BillingAccountId, BillingPeriodStart, BillingPeriodEnd,
+      BillingCurrency, InvoiceTotal AS amount
+    FROM invoices
+    UNION ALL
+    SELECT InvoiceId, InvoiceIssuerName, BillingAccountId, BillingPeriodStart, BillingPeriodEnd,
+      BillingCurrency, BilledCost AS amount
+    FROM invoice_detail
+  ) AS lines
   GROUP BY 1, 2, 3, 4, 5, 6
 )
 SELECT

@@ -332,3 +332,45 @@ async fn each_split_method_allocates_a_hand_computed_case_and_conserves_every_di
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_focus_invoice_detail_dataset_reconciles_its_cost_and_usage() {
+    // focus-data-toolkit's synthetic FOCUS 1.4 pair: InvoiceDetail lines (BilledCost per invoice
+    // and charge category, decimal(38,17) in Parquet) against the CostAndUsage rows they sum.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let data = root().join("tests/data/focus_native");
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(
+        data.join("focus_1_4_cost_and_usage_synthetic.parquet"),
+        src.join("cau.parquet"),
+    )
+    .unwrap();
+    let job = format!(
+        "{}[inputs]\ninvoice_detail = \"file://{}\"\n",
+        one_source_job(&src, &out, None),
+        data.join("synthetic_focus_1_4_invoice_detail.parquet")
+            .display()
+    );
+    let m = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(
+        m.stages.len(),
+        1,
+        "only the invoice reconciliation has its inputs"
+    );
+    let got = lines(
+        &query(
+            &out,
+            "SELECT InvoiceId, ExpectedTotal, BillingRows, Status FROM invoice_reconciliation",
+        )
+        .await,
+    );
+    assert_eq!(
+        got,
+        vec![
+            "INV-2026-05-0001 | 1557.85967987859004 | 69 | match",
+            "INV-2026-05-0002 | 4147.94308964938041 | 131 | match",
+        ]
+    );
+}
