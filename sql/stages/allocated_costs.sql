@@ -4,7 +4,10 @@
 -- 1. Tag hygiene. The allocation key is the tag the `tag` rule names (e.g. CostCenter); a charge's
 --    Tags are searched for it and for every spelling in tag_aliases (`cost-center`, `costcenter`),
 --    keys compared trimmed and case-insensitively, the value trimmed. A charge without the key
---    inherits it from its sub-account (account_tags input, optional); its own tag wins.
+--    inherits it from its resource group, else its sub-account (account_tags input, optional:
+--    a scope is a SubAccountId, or an id that prefixes ResourceId such as an Azure
+--    `/subscriptions/<id>/resourceGroups/<name>`; the longest matching prefix wins); the charge's
+--    own tag always wins.
 -- 2. Shared costs. A charge whose MatchColumn equals a shared rule's MatchValue (support, a shared
 --    cluster, commitment purchases, untagged AI platform spend) is split over that rule's targets:
 --      even          equal shares
@@ -42,21 +45,32 @@ key_spellings AS (
   SELECT lower(trim(a.Alias)) FROM tag_aliases a JOIN tag_rule t ON lower(trim(a.Key)) = lower(trim(t.tag_key))
 ),
 inherited AS (
-  SELECT SubAccountId, min(trim(Value)) AS value
+  SELECT SubAccountId AS scope, min(trim(Value)) AS value
   FROM account_tags
   WHERE lower(trim(Key)) IN (SELECT k FROM key_spellings) AND trim(Value) <> ''
   GROUP BY 1
+),
+-- The most specific scope that prefixes a charge's ResourceId (a resource group).
+by_resource AS (
+  SELECT c.x_SourceFile, c.x_SourceRow, first_value(i.value ORDER BY length(i.scope) DESC) AS value
+  FROM cost_and_usage c
+  JOIN inherited i ON c.ResourceId IS NOT NULL
+    AND lower(c.ResourceId) LIKE lower(i.scope) || '/%'
+  GROUP BY 1, 2
 ),
 costs AS (
   SELECT
     c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
     c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ChargeCategory,
     c.ServiceCategory, c.ServiceSubcategory, c.ServiceName, c.SubAccountId, c.ResourceId, c.x_AiModel,
+    c.SubAccountName, c.ResourceType, c.RegionId, c.SkuId, c.ServiceProviderName, c.ChargeDescription,
+    c.CommitmentDiscountId, c.x_AiTokenClass,
     c.EffectiveCost, c.BilledCost,
     tally_tag(c.Tags, n.names) AS own_tag,
-    i.value AS inherited_tag
+    coalesce(r.value, i.value) AS inherited_tag
   FROM cost_and_usage c CROSS JOIN tag_names n
-  LEFT JOIN inherited i ON i.SubAccountId = c.SubAccountId
+  LEFT JOIN by_resource r ON r.x_SourceFile = c.x_SourceFile AND r.x_SourceRow = c.x_SourceRow
+  LEFT JOIN inherited i ON i.scope = c.SubAccountId
 ),
 shared_rules AS (
   SELECT DISTINCT Rule, Method, MatchColumn, MatchValue FROM allocation_rules WHERE Method <> 'tag'
@@ -73,6 +87,16 @@ matched AS (
       WHEN 'ChargeCategory' THEN c.ChargeCategory
       WHEN 'ResourceId' THEN c.ResourceId
       WHEN 'x_AiModel' THEN c.x_AiModel
+      WHEN 'SubAccountName' THEN c.SubAccountName
+      WHEN 'BillingAccountId' THEN c.BillingAccountId
+      WHEN 'ResourceType' THEN c.ResourceType
+      WHEN 'RegionId' THEN c.RegionId
+      WHEN 'SkuId' THEN c.SkuId
+      WHEN 'ServiceProviderName' THEN c.ServiceProviderName
+      WHEN 'ChargeDescription' THEN c.ChargeDescription
+      WHEN 'CommitmentDiscountId' THEN c.CommitmentDiscountId
+      WHEN 'x_AiTokenClass' THEN c.x_AiTokenClass
+      WHEN 'x_SourceProvider' THEN c.x_SourceProvider
     END
   GROUP BY 1, 2
 ),
