@@ -59,6 +59,38 @@ impl Table {
             .ok_or_else(|| format!("no column {name:?}; it has {}", self.columns.join(", ")))
     }
 
+    /// A prepared lookup of `result` by the `keys` columns (their index built once per table).
+    pub fn resolve(
+        &self,
+        result: &str,
+        keys: &[&str],
+    ) -> std::result::Result<Resolved<'_>, String> {
+        let out = self.column(result)?;
+        let key_cols = keys
+            .iter()
+            .map(|k| self.column(k))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let index = self
+            .indexes
+            .lock()
+            .expect("lookup index")
+            .entry(key_cols.clone())
+            .or_insert_with(|| {
+                let mut m = HashMap::new();
+                for (i, row) in self.rows.iter().enumerate() {
+                    let k: Vec<String> = key_cols.iter().map(|c| norm(&row[*c])).collect();
+                    m.entry(k).or_insert(i);
+                }
+                Arc::new(m)
+            })
+            .clone();
+        Ok(Resolved {
+            table: self,
+            out,
+            index,
+        })
+    }
+
     /// The value of `result` in the first row whose `keys` columns equal `values`.
     pub fn get(
         &self,
@@ -66,29 +98,25 @@ impl Table {
         keys: &[&str],
         values: &[&str],
     ) -> std::result::Result<Option<&str>, String> {
-        let out = self.column(result)?;
-        let key_cols = keys
-            .iter()
-            .map(|k| self.column(k))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let index = {
-            let mut idx = self.indexes.lock().expect("lookup index");
-            idx.entry(key_cols.clone())
-                .or_insert_with(|| {
-                    let mut m = HashMap::new();
-                    for (i, row) in self.rows.iter().enumerate() {
-                        let k: Vec<String> = key_cols.iter().map(|c| norm(&row[*c])).collect();
-                        m.entry(k).or_insert(i);
-                    }
-                    Arc::new(m)
-                })
-                .clone()
-        };
+        Ok(self.resolve(result, keys)?.get(values))
+    }
+}
+
+/// A lookup of one result column by given key columns, ready to answer many keys.
+pub struct Resolved<'t> {
+    table: &'t Table,
+    out: usize,
+    index: Arc<HashMap<Vec<String>, usize>>,
+}
+
+impl<'t> Resolved<'t> {
+    /// The result for these key values (compared trimmed, case-insensitively), NULL as `None`.
+    pub fn get(&self, values: &[&str]) -> Option<&'t str> {
         let k: Vec<String> = values.iter().map(|v| norm(v)).collect();
-        Ok(index
+        self.index
             .get(&k)
-            .map(|i| self.rows[*i][out].as_str())
-            .filter(|v| !v.is_empty()))
+            .map(|i| self.table.rows[*i][self.out].as_str())
+            .filter(|v| !v.is_empty())
     }
 }
 

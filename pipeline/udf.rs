@@ -292,22 +292,32 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
                     .map(as_str)
                     .collect::<datafusion::error::Result<Vec<_>>>()?;
                 let mut b = StringBuilder::new();
+                // Table, result and key columns are literals in the SQL: resolve them once
+                // per batch (again only if a row names others), not per row.
+                let mut resolved: Option<(Vec<&str>, crate::lookup::Resolved)> = None;
                 for i in 0..s[0].len() {
                     if s.iter().any(|c| c.is_null(i)) {
                         b.append_null();
                         continue;
                     }
-                    let table = crate::lookup::table(s[0].value(i))
-                        .map_err(datafusion::error::DataFusionError::Execution)?;
-                    let cols: Vec<&str> = (0..keys).map(|k| s[2 + 2 * k].value(i)).collect();
+                    let names: Vec<&str> = std::iter::once(s[0].value(i))
+                        .chain(std::iter::once(s[1].value(i)))
+                        .chain((0..keys).map(|k| s[2 + 2 * k].value(i)))
+                        .collect();
+                    if resolved.as_ref().is_none_or(|(n, _)| *n != names) {
+                        let err = |e: String| {
+                            datafusion::error::DataFusionError::Execution(format!(
+                                "{}: {e}",
+                                names[0]
+                            ))
+                        };
+                        let table = crate::lookup::table(names[0])
+                            .map_err(datafusion::error::DataFusionError::Execution)?;
+                        let r = table.resolve(names[1], &names[2..]).map_err(err)?;
+                        resolved = Some((names, r));
+                    }
                     let vals: Vec<&str> = (0..keys).map(|k| s[3 + 2 * k].value(i)).collect();
-                    let v = table.get(s[1].value(i), &cols, &vals).map_err(|e| {
-                        datafusion::error::DataFusionError::Execution(format!(
-                            "{}: {e}",
-                            s[0].value(i)
-                        ))
-                    })?;
-                    b.append_option(v);
+                    b.append_option(resolved.as_ref().expect("resolved").1.get(&vals));
                 }
                 Ok(ColumnarValue::Array(Arc::new(b.finish())))
             }),
