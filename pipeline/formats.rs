@@ -136,49 +136,16 @@ pub struct Format {
 impl Format {
     /// Parses a normalize SQL file's header.
     pub fn parse(sql_path: &str, sql: String) -> Result<Format> {
-        let mut h: BTreeMap<String, String> = BTreeMap::new();
-        for line in sql.lines() {
-            let Some(rest) = line.trim().strip_prefix("-- @") else {
-                continue;
-            };
-            let Some((k, v)) = rest.split_once(':') else {
-                continue;
-            };
-            let e = h.entry(k.trim().to_string()).or_default();
-            if !e.is_empty() {
-                e.push(if k.trim() == "param" { ';' } else { ',' });
-            }
-            e.push_str(v.trim());
-        }
+        let h = Header::parse(&sql);
         let bad = |m: String| TallyError::Sql {
             file: sql_path.to_string(),
             message: m,
         };
         let one = |k: &str| {
-            h.get(k)
-                .cloned()
+            h.one(k)
                 .ok_or_else(|| bad(format!("header lacks `-- @{k}:`")))
         };
-        let list = |k: &str| -> Vec<String> {
-            h.get(k)
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        fn list_of(h: &BTreeMap<String, String>, k: &str, sep: char) -> Vec<String> {
-            h.get(k)
-                .map(|v| {
-                    v.split(sep)
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        }
+        let list = |k: &str| h.list(k);
         let layout = match one("layout")?.as_str() {
             "plain" => Layout::Plain,
             "aws_cur" => Layout::AwsCur,
@@ -201,12 +168,13 @@ impl Format {
             source_currency: one("source_currency")?,
             source_period: one("source_period")?,
             source_account: one("source_account")?,
-            source_period_grain: h.get("source_period_grain").cloned(),
-            params: list_of(&h, "param", ';')
+            source_period_grain: h.one("source_period_grain"),
+            params: h
+                .lines("param")
                 .iter()
                 .map(|p| parse_param(p).ok_or_else(|| bad(format!("bad @param {p:?}; expected `name = value, value`"))))
                 .collect::<Result<_>>()?,
-            measure_spec: parse_measure(h.get("source_measure").map(String::as_str))
+            measure_spec: parse_measure(h.one("source_measure").as_deref())
                 .ok_or_else(|| bad("bad @source_measure; expected `BilledCost` or `EffectiveCost`, optionally `, <M> when <param> = <value>`".into()))?,
             measure: Measure::BilledCost,
             aliases: list("alias")
@@ -316,6 +284,56 @@ impl Format {
             .chain(self.declared_columns().filter(|c| !inside(c)))
             .cloned()
             .collect()
+    }
+}
+
+/// The `-- @key: value` lines at the head of a SQL file (a normalize mapping or a stage). A key
+/// may be given on several lines; [`Header::list`] and [`Header::one`] read them together.
+#[derive(Debug, Default)]
+pub struct Header {
+    lines: BTreeMap<String, Vec<String>>,
+}
+
+impl Header {
+    /// Collects every `-- @key: value` line of `sql`.
+    pub fn parse(sql: &str) -> Header {
+        let mut h = Header::default();
+        for line in sql.lines() {
+            if let Some((k, v)) = line
+                .trim()
+                .strip_prefix("-- @")
+                .and_then(|r| r.split_once(':'))
+            {
+                h.lines
+                    .entry(k.trim().to_string())
+                    .or_default()
+                    .push(v.trim().to_string());
+            }
+        }
+        h
+    }
+
+    /// The value of `key`, its lines joined with `,`; `None` when absent.
+    pub fn one(&self, key: &str) -> Option<String> {
+        self.lines.get(key).map(|v| v.join(","))
+    }
+
+    /// The comma-separated items of every `key` line, trimmed, empty ones dropped.
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.lines(key)
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// Each `key` line's value whole (for values that contain commas, like `@param`).
+    pub fn lines(&self, key: &str) -> Vec<String> {
+        self.lines
+            .get(key)
+            .map(|v| v.iter().filter(|s| !s.is_empty()).cloned().collect())
+            .unwrap_or_default()
     }
 }
 

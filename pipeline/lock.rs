@@ -52,14 +52,29 @@ pub struct RunLock {
 /// Whether the lock still names `run_id` a moment after it was written.
 async fn still_ours(out: &Location, path: &object_store::path::Path, run_id: &str) -> Result<bool> {
     tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(read(out, path)
+        .await?
+        .and_then(|(holder, _)| holder)
+        .is_some_and(|h| h.run_id == run_id))
+}
+
+/// The lock as it is now: its content (`None` while unreadable, e.g. mid-write) and when the
+/// store last wrote it; `None` when there is no lock.
+async fn read(
+    out: &Location,
+    path: &object_store::path::Path,
+) -> Result<Option<(Option<LockInfo>, chrono::DateTime<chrono::Utc>)>> {
     match out.store.get(path).await {
-        Ok(g) => Ok(g
-            .bytes()
-            .await
-            .ok()
-            .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok())
-            .is_some_and(|h| h.run_id == run_id)),
-        Err(object_store::Error::NotFound { .. }) => Ok(false),
+        Ok(g) => {
+            let written = g.meta.last_modified;
+            let holder = g
+                .bytes()
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
+            Ok(Some((holder, written)))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(out.err("read lock", path, e)),
     }
 }
@@ -98,18 +113,8 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
             | Err(object_store::Error::Precondition { .. }) => {}
             Err(e) => return Err(out.err("lock", &path, e)),
         }
-        let (holder, written) = match out.store.get(&path).await {
-            Ok(g) => {
-                let written = g.meta.last_modified;
-                let holder = g
-                    .bytes()
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<LockInfo>(&b).ok());
-                (holder, written)
-            }
-            Err(object_store::Error::NotFound { .. }) => continue, // released meanwhile
-            Err(e) => return Err(out.err("read lock", &path, e)),
+        let Some((holder, written)) = read(out, &path).await? else {
+            continue; // released meanwhile
         };
         // The holder's own heartbeat time; while its first write is still in flight (content
         // not readable yet), the time the store gives the object. Never "no time, so stale".

@@ -148,32 +148,10 @@ async fn fingerprint_now(
 }
 
 fn parse(path: &str, sql: String) -> Result<Stage> {
-    let mut h: BTreeMap<String, String> = BTreeMap::new();
-    for line in sql.lines() {
-        if let Some((k, v)) = line
-            .trim()
-            .strip_prefix("-- @")
-            .and_then(|r| r.split_once(':'))
-        {
-            let e = h.entry(k.trim().into()).or_default();
-            if !e.is_empty() {
-                e.push(',');
-            }
-            e.push_str(v.trim());
-        }
-    }
-    let list = |k: &str| -> Vec<String> {
-        h.get(k)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let h = crate::formats::Header::parse(&sql);
+    let list = |k: &str| h.list(k);
     let one = |k: &str| {
-        h.get(k).cloned().ok_or_else(|| TallyError::Sql {
+        h.one(k).ok_or_else(|| TallyError::Sql {
             file: path.into(),
             message: format!("stage header lacks `-- @{k}:`"),
         })
@@ -188,7 +166,7 @@ fn parse(path: &str, sql: String) -> Result<Stage> {
             .chain(list("any_inputs"))
             .collect(),
         any_inputs: list("any_inputs"),
-        csv: h.get("csv").is_some_and(|v| v == "true"),
+        csv: h.one("csv").is_some_and(|v| v == "true"),
         sql_path: path.into(),
         sql,
     })
@@ -308,8 +286,17 @@ pub async fn evaluate(
         });
     }
     let mut inputs_read = Vec::new();
-    for name in &stage.inputs {
-        let url = &input_urls[name];
+    for name in stage.inputs.iter().chain(&stage.optional_inputs) {
+        let Some(url) = input_urls.get(name) else {
+            if stage.inputs.contains(name) {
+                return Err(TallyError::Usage(format!(
+                    "stage {}: the job names no [inputs] {name}",
+                    stage.name
+                )));
+            }
+            ctx.register_batch(name, inputs::empty(name)?)?;
+            continue;
+        };
         let loaded = inputs::load(name, url).await?;
         inputs_read.push(InputRead {
             name: name.clone(),
@@ -318,23 +305,6 @@ pub async fn evaluate(
             rows: loaded.batch.num_rows() as u64,
         });
         ctx.register_batch(name, loaded.batch)?;
-    }
-    for name in &stage.optional_inputs {
-        match input_urls.get(name) {
-            Some(url) => {
-                let loaded = inputs::load(name, url).await?;
-                inputs_read.push(InputRead {
-                    name: name.clone(),
-                    url: url.clone(),
-                    sha256: loaded.sha256.clone(),
-                    rows: loaded.batch.num_rows() as u64,
-                });
-                ctx.register_batch(name, loaded.batch)?;
-            }
-            None => {
-                ctx.register_batch(name, inputs::empty(name)?)?;
-            }
-        }
     }
     let (schema, batches) = run_sql(stage, &ctx).await?;
     let mut hasher = crate::hash::ContentHasher::whole(&schema)?;

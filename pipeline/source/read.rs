@@ -97,16 +97,30 @@ fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn Read + Send> {
     }
 }
 
-/// Reads a CSV file's header: column names, a UTF-8 byte-order mark removed.
-pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
+/// The first MiB of a file, decompressed, read on a blocking thread by `f` (given the file URL).
+async fn read_head<T: Send + 'static>(
+    loc: &Location,
+    file: &DiscoveredFile,
+    f: impl FnOnce(std::io::BufReader<std::io::Take<Box<dyn Read + Send>>>, String) -> Result<T>
+    + Send
+    + 'static,
+) -> Result<T> {
     let stream = open_stream(loc, file).await?;
     let rt = tokio::runtime::Handle::current();
     let kind = file.kind;
     let url = file.url.clone();
     tokio::task::spawn_blocking(move || {
         let r = StreamRead::new(rt, stream);
-        // A header longer than 1 MiB is not a header (binary data, or CR-only line ends).
-        let mut d = std::io::BufReader::new(decoder(kind, r).take(1 << 20));
+        f(std::io::BufReader::new(decoder(kind, r).take(1 << 20)), url)
+    })
+    .await
+    .map_err(|e| TallyError::Internal(e.to_string()))?
+}
+
+/// Reads a CSV file's header: column names, a UTF-8 byte-order mark removed.
+pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
+    // A header longer than 1 MiB is not a header (binary data, or CR-only line ends).
+    read_head(loc, file, |mut d, url| {
         let mut line = Vec::new();
         std::io::BufRead::read_until(&mut d, b'\n', &mut line).map_err(|e| {
             TallyError::BadFile {
@@ -138,7 +152,6 @@ pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<Str
         Ok(names)
     })
     .await
-    .map_err(|e| TallyError::Internal(e.to_string()))?
 }
 
 /// Splits one CSV line (RFC 4180 quoting).
@@ -230,13 +243,7 @@ fn json_cell(v: &serde_json::Value) -> Option<String> {
 /// Reads the top-level keys of a JSON-lines file from its first MiB, in order of appearance
 /// (BigQuery leaves NULL fields out of a line, so one line does not show them all).
 pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
-    let stream = open_stream(loc, file).await?;
-    let rt = tokio::runtime::Handle::current();
-    let kind = file.kind;
-    let url = file.url.clone();
-    tokio::task::spawn_blocking(move || {
-        let r = StreamRead::new(rt, stream);
-        let d = std::io::BufReader::new(decoder(kind, r).take(1 << 20));
+    read_head(loc, file, |d, url| {
         let mut names: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (n, line) in std::io::BufRead::lines(d).enumerate() {
@@ -274,7 +281,6 @@ pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<St
         Ok(names)
     })
     .await
-    .map_err(|e| TallyError::Internal(e.to_string()))?
 }
 
 /// Starts reading a CSV/CSV.gz file; batches arrive on the returned channel, and the task

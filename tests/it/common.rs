@@ -26,8 +26,12 @@ pub fn sample_job_text(out_dir: &Path) -> String {
     )
 }
 
-/// Writes a job file into `dir` and runs it through the library, reading every file.
-pub async fn run_job_full(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
+/// Writes a job file into `dir` and runs it through the library with these options.
+pub async fn run_job_with(
+    dir: &Path,
+    text: &str,
+    options: tally::run::RunOptions,
+) -> tally::error::Result<Manifest> {
     let path = dir.join("job.toml");
     std::fs::write(&path, text).unwrap();
     let (job, bytes) = Job::load(&path)?;
@@ -35,26 +39,23 @@ pub async fn run_job_full(dir: &Path, text: &str) -> tally::error::Result<Manife
         job,
         job_path: path.display().to_string(),
         job_bytes: bytes,
-        options: tally::run::RunOptions {
-            full: true,
-            ..Default::default()
-        },
+        options,
     })
     .await
 }
 
-/// Writes a job file into `dir` and runs it through the library (incremental, the default).
+/// [`run_job_with`], reading every file (`--full`).
+pub async fn run_job_full(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
+    let options = tally::run::RunOptions {
+        full: true,
+        ..Default::default()
+    };
+    run_job_with(dir, text, options).await
+}
+
+/// [`run_job_with`], incremental (the default).
 pub async fn run_job(dir: &Path, text: &str) -> tally::error::Result<Manifest> {
-    let path = dir.join("job.toml");
-    std::fs::write(&path, text).unwrap();
-    let (job, bytes) = Job::load(&path)?;
-    run(RunRequest {
-        job,
-        job_path: path.display().to_string(),
-        job_bytes: bytes,
-        options: Default::default(),
-    })
-    .await
+    run_job_with(dir, text, Default::default()).await
 }
 
 /// A one-source job over `source` (a path), output in `out`.
