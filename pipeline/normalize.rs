@@ -323,7 +323,7 @@ fn check_sql(
             "x_SourceFile" => sql_str(file_url),
             "x_IngestionRunId" => sql_str(ingestion_id),
             "x_SourceRow" => "x_SourceRow".into(),
-            "x_BillingPeriod" => "to_char(BillingPeriodStart, '%Y-%m')".into(),
+            "x_BillingPeriod" => "tally_year_month(BillingPeriodStart)".into(),
             name => match mapped.field_with_name(name) {
                 Ok(f) if f.data_type() == &target => name.to_string(),
                 // Casting text would round decimals silently (or fail the whole run): a mapping
@@ -683,6 +683,38 @@ fn split_batch(
             measure,
         )
     };
+    // Written rows add to sums keyed by (provider, period, currency) and to the set of
+    // partitions; both change only where those values change, so keys are built once per run of
+    // equal values rather than once per row.
+    struct WrittenRun {
+        first: usize,
+        billed: i128,
+        effective: i128,
+    }
+    let same_run = |a: usize, b: usize| {
+        provider.value(a) == provider.value(b)
+            && account.value(a) == account.value(b)
+            && period.is_null(a) == period.is_null(b)
+            && period.value(a) == period.value(b)
+            && currency.is_null(a) == currency.is_null(b)
+            && currency.value(a) == currency.value(b)
+    };
+    let flush = |run: WrittenRun, outcome: &mut FileOutcome| -> Result<()> {
+        for (m, amount) in [
+            (Measure::BilledCost, run.billed),
+            (Measure::EffectiveCost, run.effective),
+        ] {
+            crate::decimal::accumulate(&mut outcome.written_totals, key(run.first, m), amount)
+                .map_err(TallyError::Integrity)?;
+        }
+        outcome.partitions.insert((
+            provider.value(run.first).to_string(),
+            account.value(run.first).to_string(),
+            timestamp::year_month(period.value(run.first)),
+        ));
+        Ok(())
+    };
+    let mut run: Option<WrittenRun> = None;
     let mut q_rows = Vec::new();
     for r in 0..n {
         if !derived.is_null(r) {
@@ -721,26 +753,36 @@ fn split_batch(
             keep[r] = false;
             q_rows.push((r, rule));
         } else {
-            for (m, a) in [
-                (Measure::BilledCost, billed),
-                (Measure::EffectiveCost, effective),
-            ] {
-                let amount = money(a, r).unwrap_or(0);
-                crate::decimal::accumulate(&mut outcome.written_totals, key(r, m), amount)
-                    .map_err(TallyError::Integrity)?;
+            if !run.as_ref().is_some_and(|run| same_run(run.first, r)) {
+                if let Some(done) = run.take() {
+                    flush(done, outcome)?;
+                }
+                run = Some(WrittenRun {
+                    first: r,
+                    billed: 0,
+                    effective: 0,
+                });
             }
+            let run = run.as_mut().expect("set above");
+            let overflow = || TallyError::Integrity("a money sum overflowed Decimal128(38,18)".into());
+            run.billed = run
+                .billed
+                .checked_add(money(billed, r).unwrap_or(0))
+                .ok_or_else(overflow)?;
+            run.effective = run
+                .effective
+                .checked_add(money(effective, r).unwrap_or(0))
+                .ok_or_else(overflow)?;
             for i in &warned[r] {
                 *outcome
                     .warnings
                     .entry(schema.rules[*i].id.clone())
                     .or_default() += 1;
             }
-            outcome.partitions.insert((
-                provider.value(r).to_string(),
-                account.value(r).to_string(),
-                timestamp::year_month(period.value(r)),
-            ));
         }
+    }
+    if let Some(done) = run.take() {
+        flush(done, outcome)?;
     }
     if !q_rows.is_empty() {
         let idx =

@@ -194,15 +194,29 @@ pub async fn register(
 /// Rows per Parquet row group in the tables tally writes.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
+/// Batches a staged table's writer and hasher may hold in flight before `write` waits.
+const IN_FLIGHT: usize = 2;
+
 /// A table being written by a run: files staged, commit pending.
+///
+/// Hashing and Parquet encoding are pipeline stages of their own (two tasks fed the same
+/// batches through bounded channels), so they run beside the mapping rather than after it.
 pub struct Staged {
     name: &'static str,
     url: Url,
     table: DeltaTable,
-    writer: RecordBatchWriter,
-    hasher: crate::hash::ContentHasher,
     rows: u64,
+    feeds: Option<(
+        tokio::sync::mpsc::Sender<RecordBatch>,
+        tokio::sync::mpsc::Sender<RecordBatch>,
+    )>,
+    stages: Option<StageHandles>,
 }
+
+type StageHandles = (
+    tokio::task::JoinHandle<Result<RecordBatchWriter>>,
+    tokio::task::JoinHandle<Result<crate::hash::ContentHasher>>,
+);
 
 impl Staged {
     /// Opens (creating if needed) the table `name` under `root` and starts staging files.
@@ -216,16 +230,35 @@ impl Staged {
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_max_row_group_bytes(Some(64 * 1024 * 1024))
             .build();
-        let writer = RecordBatchWriter::for_table(&table)
+        let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| terr(url.as_str(), e))?
             .with_writer_properties(props);
+        let mut hasher = crate::hash::ContentHasher::new(schema)?;
+        let (to_writer, mut writer_rx) = tokio::sync::mpsc::channel::<RecordBatch>(IN_FLIGHT);
+        let (to_hasher, mut hasher_rx) = tokio::sync::mpsc::channel::<RecordBatch>(IN_FLIGHT);
+        let writer_url = url.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(b) = writer_rx.recv().await {
+                writer
+                    .write(b)
+                    .await
+                    .map_err(|e| terr(writer_url.as_str(), e))?;
+            }
+            Ok(writer)
+        });
+        let hasher = tokio::spawn(async move {
+            while let Some(b) = hasher_rx.recv().await {
+                hasher.update(&b)?;
+            }
+            Ok(hasher)
+        });
         Ok(Staged {
             name,
             url,
             table,
-            writer,
-            hasher: crate::hash::ContentHasher::new(schema)?,
             rows: 0,
+            feeds: Some((to_writer, to_hasher)),
+            stages: Some((writer, hasher)),
         })
     }
 
@@ -234,12 +267,32 @@ impl Staged {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        self.hasher.update(&batch)?;
         self.rows += batch.num_rows() as u64;
-        self.writer
-            .write(batch)
-            .await
-            .map_err(|e| terr(self.url.as_str(), e))
+        let (to_writer, to_hasher) = self.feeds.as_ref().ok_or_else(|| {
+            TallyError::Internal(format!("{}: write after the writer stopped", self.name))
+        })?;
+        let sent = to_hasher.send(batch.clone()).await.is_ok() && to_writer.send(batch).await.is_ok();
+        if !sent {
+            // A stage stopped on an error: surface that error.
+            self.finish().await?;
+            return Err(TallyError::Internal(format!(
+                "{}: the table writer stopped",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Closes the feeds and waits for the writer and hasher stages (once; `None` after that).
+    async fn finish(&mut self) -> Result<Option<(RecordBatchWriter, crate::hash::ContentHasher)>> {
+        self.feeds = None;
+        let Some((writer, hasher)) = self.stages.take() else {
+            return Ok(None);
+        };
+        let join = |e: tokio::task::JoinError| TallyError::Internal(format!("table writer: {e}"));
+        let hasher = hasher.await.map_err(join)?;
+        let writer = writer.await.map_err(join)?;
+        Ok(Some((writer?, hasher?)))
     }
 
     /// Rows staged so far.
@@ -254,8 +307,10 @@ impl Staged {
 
     /// Deletes the staged files without committing (a run that failed its checks).
     pub async fn abandon(mut self) -> Result<()> {
-        let adds = self
-            .writer
+        let Some((mut writer, _)) = self.finish().await? else {
+            return Ok(());
+        };
+        let adds = writer
             .flush()
             .await
             .map_err(|e| terr(self.url.as_str(), e))?;
@@ -281,8 +336,11 @@ impl Staged {
         run_id: &str,
     ) -> Result<(DeltaTable, BTreeMap<PartitionKey, String>)> {
         let url = self.url.as_str().to_string();
-        let adds = self.writer.flush().await.map_err(|e| terr(&url, e))?;
-        let hashes = self.hasher.finish();
+        let (mut writer, hasher) = self.finish().await?.ok_or_else(|| {
+            TallyError::Internal(format!("{}: committed after its writer failed", self.name))
+        })?;
+        let adds = writer.flush().await.map_err(|e| terr(&url, e))?;
+        let hashes = hasher.finish();
         if keys.is_empty() && adds.is_empty() {
             return Ok((self.table, hashes));
         }

@@ -11,6 +11,9 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime};
 /// Parses one timestamp into microseconds since the Unix epoch, UTC.
 pub fn parse_micros(text: &str) -> Result<i64, String> {
     let s = text.trim();
+    if let Some(micros) = parse_plain_utc(s.as_bytes()) {
+        return Ok(micros);
+    }
     if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
         return Ok(dt.timestamp_micros());
     }
@@ -59,11 +62,68 @@ pub fn parse_micros(text: &str) -> Result<i64, String> {
     Err(format!("not a timestamp: {text:?}"))
 }
 
+/// The shapes nearly every export uses, read without chrono's pattern machinery:
+/// `YYYY-MM-DD[T ]HH:MM:SS[.fraction][Z| UTC]` and `YYYY-MM-DDTHH:MMZ`. `None` for anything
+/// else (the general parser then decides).
+fn parse_plain_utc(b: &[u8]) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let d = b.get(r)?;
+        d.iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b.len() < 16 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' {
+        return None;
+    }
+    let (y, mo, d, h, mi) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?);
+    let mut rest = &b[16..];
+    let mut sec = 0;
+    let mut micros = 0i64;
+    let with_seconds = rest.first() == Some(&b':');
+    if with_seconds {
+        sec = num(17..19)?;
+        rest = &b[19..];
+        if rest.first() == Some(&b'.') {
+            let digits = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            for (i, c) in rest[1..=digits].iter().enumerate().take(6) {
+                micros += i64::from(c - b'0') * 10i64.pow(5 - i as u32);
+            }
+            rest = &rest[1 + digits..];
+        }
+    }
+    match (rest, with_seconds) {
+        (b"Z", _) | (b"", true) | (b" UTC", true) => {}
+        _ => return None,
+    }
+    let date = NaiveDate::from_ymd_opt(y as i32, mo, d)?;
+    let t = date.and_hms_opt(h, mi, sec)?;
+    Some(t.and_utc().timestamp_micros() + micros)
+}
+
 /// Formats microseconds as `YYYY-MM-DDTHH:MM:SSZ` (with fractional seconds only when present).
 pub fn format_micros(micros: i64) -> String {
+    use chrono::{Datelike, Timelike};
+    // Written out field by field: chrono's strftime parses its pattern on every call.
     match DateTime::from_timestamp_micros(micros) {
-        Some(dt) if micros % 1_000_000 == 0 => dt.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Some(dt) => dt.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        Some(dt) => {
+            let (d, t) = (dt.date_naive(), dt.time());
+            let whole = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                d.year(),
+                d.month(),
+                d.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            match micros.rem_euclid(1_000_000) {
+                0 => whole + "Z",
+                frac => format!("{whole}.{frac:06}Z"),
+            }
+        }
         None => format!("<out of range: {micros}>"),
     }
 }
@@ -84,8 +144,9 @@ pub fn month_start(micros: i64) -> i64 {
 
 /// `YYYY-MM` of an instant, the billing-period partition value.
 pub fn year_month(micros: i64) -> String {
+    use chrono::Datelike;
     DateTime::from_timestamp_micros(micros)
-        .map(|dt| dt.format("%Y-%m").to_string())
+        .map(|dt| format!("{:04}-{:02}", dt.year(), dt.month()))
         .unwrap_or_else(|| "invalid".into())
 }
 
@@ -113,6 +174,38 @@ mod tests {
         ] {
             assert_eq!(parse_micros(s), Ok(NOV1), "{s}");
         }
+    }
+
+    #[test]
+    fn fractions_and_the_fast_path_agree_with_the_general_parser() {
+        for s in [
+            "2023-11-01T10:20:30.123456789Z",
+            "2023-11-01 10:20:30.5",
+            "2023-11-01T10:20:30.000123 UTC",
+            "2024-02-29T23:59:59Z",
+        ] {
+            let general = NaiveDateTime::parse_from_str(
+                s.trim_end_matches('Z').trim_end_matches(" UTC"),
+                "%Y-%m-%d %H:%M:%S%.f",
+            )
+            .or_else(|_| {
+                NaiveDateTime::parse_from_str(
+                    s.trim_end_matches('Z').trim_end_matches(" UTC"),
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                )
+            })
+            .unwrap()
+            .and_utc()
+            .timestamp_micros();
+            assert_eq!(parse_micros(s), Ok(general), "{s}");
+        }
+        assert!(parse_micros("2023-02-30T00:00:00Z").is_err());
+        assert!(parse_micros("2023-11-01T10:20").is_err(), "minutes only need a Z");
+        assert_eq!(
+            parse_micros("2023-11-01T01:00:00+01:00"),
+            Ok(NOV1),
+            "offsets take the general path"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `tally_share(amount, weight, total)` | amount × weight / total at scale 18, truncated toward zero (see [`crate::decimal::share`]); NULL when total is 0 |
 //! | `tally_mul(a, b)` | a × b at scale 18, rounded half to even (derived figures only, e.g. a list cost) |
 //! | `tally_lookup(table, result, key_column, key)`, `tally_lookup2(table, result, key_column, key, key_column2, key2)` | a value from `schemas/lookups/<table>.csv` (see [`crate::lookup`]) |
+//! | `tally_year_month(timestamp)` | `YYYY-MM` of a UTC instant (the billing period's partition value) |
 //! | `tally_ai_model(provider, meter)`, `tally_ai_token_class(provider, meter)`, `tally_ai_tier(provider, meter)` | model, token class and service tier from an AI meter string (`schemas/ai_token_meters.psv`), NULL when no rule matches |
 
 use std::collections::HashMap;
@@ -240,17 +241,55 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
                 let a = arrays(args)?;
                 let (provider, meter) = (as_str(&a[0])?, as_str(&a[1])?);
                 let mut b = StringBuilder::new();
+                // Meter strings repeat across a batch (one per SKU): parse each distinct one once.
+                let mut seen: HashMap<(&str, &str), Option<String>> = HashMap::new();
                 for i in 0..meter.len() {
-                    let v = (!provider.is_null(i) && !meter.is_null(i))
-                        .then(|| meters.parse(provider.value(i), meter.value(i)))
-                        .flatten()
-                        .and_then(pick);
-                    b.append_option(v);
+                    if provider.is_null(i) || meter.is_null(i) {
+                        b.append_null();
+                        continue;
+                    }
+                    let key = (provider.value(i), meter.value(i));
+                    let v = seen
+                        .entry(key)
+                        .or_insert_with(|| meters.parse(key.0, key.1).and_then(pick));
+                    b.append_option(v.as_deref());
                 }
                 Ok(ColumnarValue::Array(Arc::new(b.finish())))
             }),
         ));
     }
+    ctx.register_udf(create_udf(
+        "tally_year_month",
+        vec![crate::schema::FocusType::DateTime.arrow()],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let a = arrays(args)?;
+            let ts = a[0]
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Execution(
+                        "tally_year_month takes a timestamp in µs".into(),
+                    )
+                })?;
+            // Billing periods repeat row after row: format each change once.
+            let mut b = StringBuilder::new();
+            let mut last: Option<(i64, String)> = None;
+            for v in ts.iter() {
+                match v {
+                    None => b.append_null(),
+                    Some(micros) => {
+                        if last.as_ref().is_none_or(|(m, _)| *m != micros) {
+                            last = Some((micros, crate::timestamp::year_month(micros)));
+                        }
+                        b.append_value(&last.as_ref().expect("set above").1);
+                    }
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+        }),
+    ));
     let d = decimal::data_type();
     ctx.register_udf(create_udf(
         "tally_mul",

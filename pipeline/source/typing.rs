@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Decimal128Builder, Int64Array, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -181,13 +181,21 @@ impl Typer {
                 .map(|i| self.names[i].clone())
                 .unwrap_or_else(|| name.clone());
             match kind {
-                Kind::Text => {
-                    let mut b = StringBuilder::with_capacity(n, n * 8);
-                    for r in 0..n {
-                        b.append_option(col.and_then(|c| self.text(c, r)));
+                Kind::Text => match col {
+                    // Most text columns hold no empty strings or null markers: hand the
+                    // column over as it is, and otherwise only mask those values NULL.
+                    Some(c) => {
+                        let nullish: BooleanArray = (0..n)
+                            .map(|r| Some(!c.is_null(r) && self.text(c, r).is_none()))
+                            .collect();
+                        if nullish.true_count() == 0 {
+                            cols.push(Arc::new(c.clone()));
+                        } else {
+                            cols.push(arrow::compute::nullif(c, &nullish).expect("same length"));
+                        }
                     }
-                    cols.push(Arc::new(b.finish()));
-                }
+                    None => cols.push(arrow::array::new_null_array(&DataType::Utf8, n)),
+                },
                 Kind::Decimal => {
                     let mut b = Decimal128Builder::with_capacity(n);
                     for r in 0..n {
@@ -210,11 +218,19 @@ impl Typer {
                 }
                 Kind::Timestamp => {
                     let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                    // Exports repeat a time row after row (the hour, the billing period).
+                    let mut last: Option<(&str, i64)> = None;
                     for r in 0..n {
                         match col.and_then(|c| self.text(c, r)) {
                             None => b.append_null(),
+                            Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
+                                b.append_value(last.expect("checked").1)
+                            }
                             Some(t) => match timestamp::parse_micros(t) {
-                                Ok(v) => b.append_value(v),
+                                Ok(v) => {
+                                    last = Some((t, v));
+                                    b.append_value(v)
+                                }
                                 Err(e) => {
                                     problems.push((r, shown.clone(), e, t.to_string()));
                                     b.append_null();
