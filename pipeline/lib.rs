@@ -12,6 +12,7 @@ pub mod decimal;
 pub mod error;
 pub mod fault;
 pub mod formats;
+pub mod generate;
 pub mod hash;
 pub mod inputs;
 pub mod job;

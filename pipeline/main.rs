@@ -110,6 +110,22 @@ enum Command {
     },
     /// List the source formats tally reads.
     Formats,
+    /// Write a synthetic export of any size for benchmarks: deterministic, realistic (every
+    /// line item type, 50 accounts with leading zeros, sparse tags, AI token lines).
+    Generate {
+        /// The format: aws_cur, azure_cost_details, oci_cost, focus or gcp_billing.
+        format: String,
+        /// Rows to write.
+        #[arg(long)]
+        rows: u64,
+        /// The file to write: `.csv`, `.parquet` or `.jsonl` (gcp_billing).
+        #[arg(long)]
+        output: std::path::PathBuf,
+        /// The export whose rows are cycled (default: the format's bundled sample under
+        /// sample-data/, found from the current directory).
+        #[arg(long)]
+        template: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -376,6 +392,23 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             } else {
                 exit::INTERNAL
             })
+        }
+        Command::Generate {
+            format,
+            rows,
+            output,
+            template,
+        } => {
+            let root = std::env::current_dir().map_err(|e| TallyError::Usage(e.to_string()))?;
+            let g = tally::generate::generate(&format, rows, &output, template.as_deref(), &root)?;
+            println!(
+                "wrote {} rows, {} columns, {} bytes to {}",
+                g.rows,
+                g.columns,
+                g.bytes,
+                output.display()
+            );
+            Ok(exit::OK)
         }
         Command::Formats => {
             for f in formats::all()? {
