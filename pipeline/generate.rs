@@ -15,8 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-    UInt32Array,
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
@@ -277,7 +276,8 @@ pub fn legacy_cur_name(snake: &str) -> String {
         ("product_", "product/", false),
         ("pricing_", "pricing/", false),
     ];
-    let Some((prefix, head, pascal)) = PREFIXES.iter().find(|(p, _, _)| snake.starts_with(p)) else {
+    let Some((prefix, head, pascal)) = PREFIXES.iter().find(|(p, _, _)| snake.starts_with(p))
+    else {
         return snake.to_string();
     };
     let rest = &snake[prefix.len()..];
@@ -285,7 +285,11 @@ pub fn legacy_cur_name(snake: &str) -> String {
         return format!("{head}{rest}");
     }
     // Product attributes are camelCase in the legacy CUR, but for a few PascalCase ones.
-    let pascal = *pascal || matches!(rest, "purchase_option" | "product_name" | "rate_code" | "rate_id");
+    let pascal = *pascal
+        || matches!(
+            rest,
+            "purchase_option" | "product_name" | "rate_code" | "rate_id"
+        );
     let mut out = head.to_string();
     for (i, word) in rest.split('_').enumerate() {
         let mut chars = word.chars();
@@ -350,7 +354,9 @@ fn expand(spec: &Spec, tpl: &RecordBatch, start: u64, n: usize) -> Result<Record
         ];
         let pool = pools[k % 2];
         set_text(c, &|j, _| {
-            (row(j).wrapping_mul(2_654_435_761) % 3 == 0)
+            row(j)
+                .wrapping_mul(2_654_435_761)
+                .is_multiple_of(3)
                 .then(|| pool[(cycle(j) as usize + j) % pool.len()].to_string())
         });
     }
@@ -369,9 +375,10 @@ fn expand(spec: &Spec, tpl: &RecordBatch, start: u64, n: usize) -> Result<Record
                 .downcast_ref::<Float64Array>()
                 .expect("f64")
                 .clone();
-            cols[i] = Arc::new(Float64Array::from_iter(
-                (0..n).map(|j| a.is_valid(j).then(|| scaled(a.value(j), scale(cycle(j))))),
-            ));
+            cols[i] =
+                Arc::new(Float64Array::from_iter((0..n).map(|j| {
+                    a.is_valid(j).then(|| scaled(a.value(j), scale(cycle(j))))
+                })));
         }
     }
     if spec.aws_extras {
@@ -379,7 +386,7 @@ fn expand(spec: &Spec, tpl: &RecordBatch, start: u64, n: usize) -> Result<Record
             fields.push(Field::new(*name, DataType::Utf8, true));
             cols.push(Arc::new(StringArray::from_iter((0..n).map(|j| {
                 let r = row(j) as usize;
-                (r % 5 != 0).then(|| pool[(r / 7 + name.len()) % pool.len()].to_string())
+                (!r.is_multiple_of(5)).then(|| pool[(r / 7 + name.len()) % pool.len()].to_string())
             }))));
         }
     }
@@ -389,7 +396,9 @@ fn expand(spec: &Spec, tpl: &RecordBatch, start: u64, n: usize) -> Result<Record
 /// `v × k` computed on the decimal text of `v`, so the result's text is exact.
 fn scaled(v: f64, k: i128) -> f64 {
     match crate::decimal::parse(&v.to_string()) {
-        Ok(d) => crate::decimal::format(d * k).parse().unwrap_or(v * k as f64),
+        Ok(d) => crate::decimal::format(d * k)
+            .parse()
+            .unwrap_or(v * k as f64),
         Err(_) => v * k as f64,
     }
 }
@@ -398,17 +407,24 @@ fn scaled(v: f64, k: i128) -> f64 {
 fn bedrock_lines(schema: &Schema, base: &RecordBatch, cols: &mut [ArrayRef], start: u64, t: u64) {
     let cycle = |j: usize| (start + j as u64) / t;
     let column = |name: &str| {
-        schema
-            .index_of(name)
-            .ok()
-            .map(|i| (i, base.column(i).as_any().downcast_ref::<StringArray>().cloned()))
+        schema.index_of(name).ok().map(|i| {
+            (
+                i,
+                base.column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned(),
+            )
+        })
     };
     let Some((_, Some(product))) = column("line_item_product_code") else {
         return;
     };
     let n = base.num_rows();
     let is_ai: Vec<bool> = (0..n)
-        .map(|j| !product.is_null(j) && product.value(j) == "AWSLambda" && cycle(j) % 2 == 0)
+        .map(|j| {
+            !product.is_null(j) && product.value(j) == "AWSLambda" && cycle(j).is_multiple_of(2)
+        })
         .collect();
     if !is_ai.iter().any(|b| *b) {
         return;
@@ -424,12 +440,20 @@ fn bedrock_lines(schema: &Schema, base: &RecordBatch, cols: &mut [ArrayRef], sta
             })));
         }
     };
-    let class = |j: usize| if cycle(j) % 4 == 0 { "input" } else { "output" };
+    let class = |j: usize| {
+        if cycle(j).is_multiple_of(4) {
+            "input"
+        } else {
+            "output"
+        }
+    };
     set(cols, "line_item_product_code", &|_| "AmazonBedrock".into());
     set(cols, "line_item_usage_type", &|j| {
         format!("EUC1-Claude4.6Sonnet-{}-tokens", class(j))
     });
-    set(cols, "line_item_operation", &|_| "InvokeModelInference".into());
+    set(cols, "line_item_operation", &|_| {
+        "InvokeModelInference".into()
+    });
     set(cols, "product_product_name", &|_| "Amazon Bedrock".into());
     set(cols, "product_servicecode", &|_| "AmazonBedrock".into());
     set(cols, "product_servicename", &|_| "Amazon Bedrock".into());
@@ -444,29 +468,99 @@ const PRODUCT_COLUMNS: &[(&str, &[&str])] = &[
     ("product_memory", &["4 GiB", "8 GiB", "16 GiB", "64 GiB"]),
     ("product_operating_system", &["Linux", "Windows", "RHEL"]),
     ("product_tenancy", &["Shared", "Dedicated", "Host"]),
-    ("product_storage", &["EBS only", "1 x 75 NVMe SSD", "2 x 300 NVMe SSD"]),
-    ("product_network_performance", &["Up to 10 Gigabit", "25 Gigabit", "Moderate"]),
-    ("product_physical_processor", &["Intel Xeon Platinum 8175", "AMD EPYC 7R32", "AWS Graviton2"]),
+    (
+        "product_storage",
+        &["EBS only", "1 x 75 NVMe SSD", "2 x 300 NVMe SSD"],
+    ),
+    (
+        "product_network_performance",
+        &["Up to 10 Gigabit", "25 Gigabit", "Moderate"],
+    ),
+    (
+        "product_physical_processor",
+        &["Intel Xeon Platinum 8175", "AMD EPYC 7R32", "AWS Graviton2"],
+    ),
     ("product_clock_speed", &["2.5 GHz", "3.1 GHz", "3.5 GHz"]),
     ("product_current_generation", &["Yes", "No"]),
-    ("product_instance_family", &["General purpose", "Compute optimized", "Memory optimized"]),
-    ("product_license_model", &["No License required", "Bring your own license"]),
+    (
+        "product_instance_family",
+        &["General purpose", "Compute optimized", "Memory optimized"],
+    ),
+    (
+        "product_license_model",
+        &["No License required", "Bring your own license"],
+    ),
     ("product_pre_installed_sw", &["NA", "SQL Std", "SQL Web"]),
     ("product_processor_architecture", &["64-bit", "ARM"]),
-    ("pricing_rate_code", &["XJ8A2QK7M3.JRTCKXETXF.6YS6EN2CT7", "QC4RUXJ9ZP.JRTCKXETXF.6YS6EN2CT7", "9ZBX3TQ2NW.4NA7Y494T4.KCAKZHGHG2"]),
-    ("product_dedicated_ebs_throughput", &["Up to 2085 Mbps", "4750 Mbps", "10 Gbps"]),
+    (
+        "pricing_rate_code",
+        &[
+            "XJ8A2QK7M3.JRTCKXETXF.6YS6EN2CT7",
+            "QC4RUXJ9ZP.JRTCKXETXF.6YS6EN2CT7",
+            "9ZBX3TQ2NW.4NA7Y494T4.KCAKZHGHG2",
+        ],
+    ),
+    (
+        "product_dedicated_ebs_throughput",
+        &["Up to 2085 Mbps", "4750 Mbps", "10 Gbps"],
+    ),
     ("product_enhanced_networking_supported", &["Yes", "No"]),
-    ("product_storage_class", &["General Purpose", "Infrequent Access", "Archive"]),
-    ("product_volume_type", &["General Purpose", "Provisioned IOPS", "Magnetic"]),
-    ("product_transfer_type", &["AWS Outbound", "InterRegion Outbound", "IntraRegion"]),
-    ("product_from_location", &["EU (Frankfurt)", "US East (N. Virginia)", "Asia Pacific (Tokyo)"]),
-    ("product_to_location", &["External", "EU (Ireland)", "US West (Oregon)"]),
-    ("product_group", &["EBS IOPS", "ELB:Balancer", "S3-API-Tier1"]),
-    ("product_group_description", &["IOPS", "Standard Elastic Load Balancer", "PUT/COPY/POST or LIST requests"]),
-    ("product_capacitystatus", &["Used", "UnusedCapacityReservation", "AllocatedCapacityReservation"]),
-    ("pricing_rate_id", &["4738209311", "4738209312", "5120018834", "6011928374"]),
-    ("product_normalization_size_factor", &["1", "2", "4", "8", "16"]),
-    ("product_purchase_option", &["No Upfront", "Partial Upfront", "All Upfront"]),
+    (
+        "product_storage_class",
+        &["General Purpose", "Infrequent Access", "Archive"],
+    ),
+    (
+        "product_volume_type",
+        &["General Purpose", "Provisioned IOPS", "Magnetic"],
+    ),
+    (
+        "product_transfer_type",
+        &["AWS Outbound", "InterRegion Outbound", "IntraRegion"],
+    ),
+    (
+        "product_from_location",
+        &[
+            "EU (Frankfurt)",
+            "US East (N. Virginia)",
+            "Asia Pacific (Tokyo)",
+        ],
+    ),
+    (
+        "product_to_location",
+        &["External", "EU (Ireland)", "US West (Oregon)"],
+    ),
+    (
+        "product_group",
+        &["EBS IOPS", "ELB:Balancer", "S3-API-Tier1"],
+    ),
+    (
+        "product_group_description",
+        &[
+            "IOPS",
+            "Standard Elastic Load Balancer",
+            "PUT/COPY/POST or LIST requests",
+        ],
+    ),
+    (
+        "product_capacitystatus",
+        &[
+            "Used",
+            "UnusedCapacityReservation",
+            "AllocatedCapacityReservation",
+        ],
+    ),
+    (
+        "pricing_rate_id",
+        &["4738209311", "4738209312", "5120018834", "6011928374"],
+    ),
+    (
+        "product_normalization_size_factor",
+        &["1", "2", "4", "8", "16"],
+    ),
+    (
+        "product_purchase_option",
+        &["No Upfront", "Partial Upfront", "All Upfront"],
+    ),
 ];
 
 /// A column as text for CSV: timestamps RFC 3339, floats in their shortest exact form.
@@ -497,7 +591,12 @@ fn as_text(c: &ArrayRef) -> StringArray {
 }
 
 /// JSON lines templates (GCP): whole objects cycled, with the same per-row changes.
-fn generate_json_lines(spec: &Spec, rows: u64, template: &Path, output: &Path) -> Result<Generated> {
+fn generate_json_lines(
+    spec: &Spec,
+    rows: u64,
+    template: &Path,
+    output: &Path,
+) -> Result<Generated> {
     let shown = template.display().to_string();
     let bad = |m: String| TallyError::Usage(format!("template {shown}: {m}"));
     let f = std::fs::File::open(template).map_err(|e| bad(e.to_string()))?;
@@ -513,7 +612,8 @@ fn generate_json_lines(spec: &Spec, rows: u64, template: &Path, output: &Path) -
     }
     let out = output.display().to_string();
     let io = |e: std::io::Error| TallyError::Usage(format!("{out}: {e}"));
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(output).map_err(io)?);
+    let mut w =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(output).map_err(io)?);
     let t = tpl.len() as u64;
     for i in 0..rows {
         let line = &tpl[(i % t) as usize];
@@ -522,7 +622,11 @@ fn generate_json_lines(spec: &Spec, rows: u64, template: &Path, output: &Path) -
         let line = if cycle == 0 || spec.format != "gcp_billing" {
             line.clone()
         } else {
-            line.replacen("\"project\":{\"id\":\"", &format!("\"project\":{{\"id\":\"c{cycle}-"), 1)
+            line.replacen(
+                "\"project\":{\"id\":\"",
+                &format!("\"project\":{{\"id\":\"c{cycle}-"),
+                1,
+            )
         };
         w.write_all(line.as_bytes()).map_err(io)?;
         w.write_all(b"\n").map_err(io)?;
@@ -564,15 +668,28 @@ mod tests {
     fn legacy_headers_read_back_to_the_same_columns() {
         for (snake, legacy) in [
             ("line_item_usage_account_id", "lineItem/UsageAccountId"),
-            ("reservation_reservation_a_r_n", "reservation/ReservationARN"),
-            ("pricing_public_on_demand_rate", "pricing/publicOnDemandRate"),
+            (
+                "reservation_reservation_a_r_n",
+                "reservation/ReservationARN",
+            ),
+            (
+                "pricing_public_on_demand_rate",
+                "pricing/publicOnDemandRate",
+            ),
             ("product_purchase_option", "product/PurchaseOption"),
             ("product_region", "product/region"),
-            ("resource_tags_user_cost_center", "resourceTags/user:cost_center"),
+            (
+                "resource_tags_user_cost_center",
+                "resourceTags/user:cost_center",
+            ),
         ] {
             assert_eq!(legacy_cur_name(snake), legacy);
         }
-        for snake in ["savings_plan_savings_plan_a_r_n", "product_region_code", "bill_bill_type"] {
+        for snake in [
+            "savings_plan_savings_plan_a_r_n",
+            "product_region_code",
+            "bill_bill_type",
+        ] {
             assert_eq!(
                 crate::source::layout::aws_snake_case(&legacy_cur_name(snake)),
                 snake

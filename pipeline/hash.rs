@@ -105,12 +105,14 @@ impl ColumnHash {
                 let data = a.to_data();
                 let start = (data.offset() + s) * width;
                 let end = (data.offset() + e) * width;
-                self.values.update(&data.buffers()[0].as_slice()[start..end]);
+                self.values
+                    .update(&data.buffers()[0].as_slice()[start..end]);
             }
             _ => {
                 // Nested values (none in tally's tables today): their display text.
                 for i in s..e {
-                    let text = arrow::util::display::array_value_to_string(a, i).unwrap_or_default();
+                    let text =
+                        arrow::util::display::array_value_to_string(a, i).unwrap_or_default();
                     self.lengths.update((text.len() as u32).to_le_bytes());
                     self.values.update(text.as_bytes());
                 }

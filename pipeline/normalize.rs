@@ -764,7 +764,8 @@ fn split_batch(
                 });
             }
             let run = run.as_mut().expect("set above");
-            let overflow = || TallyError::Integrity("a money sum overflowed Decimal128(38,18)".into());
+            let overflow =
+                || TallyError::Integrity("a money sum overflowed Decimal128(38,18)".into());
             run.billed = run
                 .billed
                 .checked_add(money(billed, r).unwrap_or(0))

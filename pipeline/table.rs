@@ -271,7 +271,8 @@ impl Staged {
         let (to_writer, to_hasher) = self.feeds.as_ref().ok_or_else(|| {
             TallyError::Internal(format!("{}: write after the writer stopped", self.name))
         })?;
-        let sent = to_hasher.send(batch.clone()).await.is_ok() && to_writer.send(batch).await.is_ok();
+        let sent =
+            to_hasher.send(batch.clone()).await.is_ok() && to_writer.send(batch).await.is_ok();
         if !sent {
             // A stage stopped on an error: surface that error.
             self.finish().await?;

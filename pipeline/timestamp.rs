@@ -72,10 +72,21 @@ fn parse_plain_utc(b: &[u8]) -> Option<i64> {
             c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
         })
     };
-    if b.len() < 16 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b' ') || b[13] != b':' {
+    if b.len() < 16
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b' ')
+        || b[13] != b':'
+    {
         return None;
     }
-    let (y, mo, d, h, mi) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?);
+    let (y, mo, d, h, mi) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+    );
     let mut rest = &b[16..];
     let mut sec = 0;
     let mut micros = 0i64;
@@ -200,7 +211,10 @@ mod tests {
             assert_eq!(parse_micros(s), Ok(general), "{s}");
         }
         assert!(parse_micros("2023-02-30T00:00:00Z").is_err());
-        assert!(parse_micros("2023-11-01T10:20").is_err(), "minutes only need a Z");
+        assert!(
+            parse_micros("2023-11-01T10:20").is_err(),
+            "minutes only need a Z"
+        );
         assert_eq!(
             parse_micros("2023-11-01T01:00:00+01:00"),
             Ok(NOV1),
