@@ -191,6 +191,9 @@ pub async fn register(
     Ok(true)
 }
 
+/// Size at which a table's Parquet file is closed and the next one started.
+pub const TARGET_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Rows per Parquet row group in the tables tally writes.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 
@@ -229,10 +232,16 @@ impl Staged {
             .set_compression(parquet::basic::Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .set_max_row_group_bytes(Some(64 * 1024 * 1024))
+            // Min/max per column chunk (what Delta's file statistics need), not per page: the
+            // page-level index of ~100 columns is held until the file closes.
+            .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
             .build();
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| terr(url.as_str(), e))?
-            .with_writer_properties(props);
+            .with_writer_properties(props)
+            // Files roll at this size, so a writer's footer metadata stays bounded however
+            // large one partition is (deterministic: the roll point is the encoded size).
+            .with_target_file_size(TARGET_FILE_BYTES);
         let mut hasher = crate::hash::ContentHasher::new(schema)?;
         let (to_writer, mut writer_rx) = tokio::sync::mpsc::channel::<RecordBatch>(IN_FLIGHT);
         let (to_hasher, mut hasher_rx) = tokio::sync::mpsc::channel::<RecordBatch>(IN_FLIGHT);
