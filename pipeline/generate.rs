@@ -14,9 +14,7 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
-};
+use arrow::array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use crate::error::{Result, TallyError};
@@ -568,14 +566,15 @@ fn as_text(c: &ArrayRef) -> StringArray {
     let n = c.len();
     match c.data_type() {
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            let a = c
-                .as_any()
-                .downcast_ref::<TimestampMillisecondArray>()
-                .expect("ms");
-            StringArray::from_iter((0..n).map(|j| {
-                a.is_valid(j)
-                    .then(|| crate::timestamp::format_micros(a.value(j) * 1_000))
-            }))
+            let micros = arrow::compute::cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None))
+                .expect("ms to µs");
+            crate::timestamp::format_runs(
+                micros
+                    .as_any()
+                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                    .expect("µs"),
+                crate::timestamp::format_micros,
+            )
         }
         DataType::Float64 => {
             let a = c.as_any().downcast_ref::<Float64Array>().expect("f64");

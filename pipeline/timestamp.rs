@@ -114,6 +114,28 @@ fn parse_plain_utc(b: &[u8]) -> Option<i64> {
     Some(t.and_utc().timestamp_micros() + micros)
 }
 
+/// Instants (µs) as text through `format`, called once per run of equal values: exports repeat
+/// the hour and the billing period row after row.
+pub fn format_runs(
+    micros: &arrow::array::TimestampMicrosecondArray,
+    format: fn(i64) -> String,
+) -> arrow::array::StringArray {
+    let mut out = arrow::array::StringBuilder::with_capacity(micros.len(), micros.len() * 20);
+    let mut last: Option<(i64, String)> = None;
+    for v in micros.iter() {
+        match v {
+            None => out.append_null(),
+            Some(m) => {
+                if last.as_ref().is_none_or(|(l, _)| *l != m) {
+                    last = Some((m, format(m)));
+                }
+                out.append_value(&last.as_ref().expect("set above").1);
+            }
+        }
+    }
+    out.finish()
+}
+
 /// Formats microseconds as `YYYY-MM-DDTHH:MM:SSZ` (with fractional seconds only when present).
 pub fn format_micros(micros: i64) -> String {
     use chrono::{Datelike, Timelike};

@@ -273,21 +273,9 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
                         "tally_year_month takes a timestamp in µs".into(),
                     )
                 })?;
-            // Billing periods repeat row after row: format each change once.
-            let mut b = StringBuilder::new();
-            let mut last: Option<(i64, String)> = None;
-            for v in ts.iter() {
-                match v {
-                    None => b.append_null(),
-                    Some(micros) => {
-                        if last.as_ref().is_none_or(|(m, _)| *m != micros) {
-                            last = Some((micros, crate::timestamp::year_month(micros)));
-                        }
-                        b.append_value(&last.as_ref().expect("set above").1);
-                    }
-                }
-            }
-            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+            Ok(ColumnarValue::Array(Arc::new(
+                crate::timestamp::format_runs(ts, crate::timestamp::year_month),
+            )))
         }),
     ));
     let d = decimal::data_type();

@@ -487,8 +487,7 @@ fn to_text(b: &RecordBatch, schema: SchemaRef) -> std::result::Result<RecordBatc
     for (i, c) in b.columns().iter().enumerate() {
         let col: ArrayRef = match c.data_type() {
             DataType::Utf8 => c.clone(),
-            // UTC instants as RFC 3339 text, each distinct run formatted once (exports repeat
-            // the hour and the billing period row after row).
+            // UTC instants as RFC 3339 text, each run of equal values formatted once.
             DataType::Timestamp(_, tz)
                 if tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00") =>
             {
@@ -501,20 +500,10 @@ fn to_text(b: &RecordBatch, schema: SchemaRef) -> std::result::Result<RecordBatc
                     .as_any()
                     .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
                     .expect("µs");
-                let mut out = StringBuilder::with_capacity(micros.len(), micros.len() * 20);
-                let mut last: Option<(i64, String)> = None;
-                for v in micros.iter() {
-                    match v {
-                        None => out.append_null(),
-                        Some(m) => {
-                            if last.as_ref().is_none_or(|(l, _)| *l != m) {
-                                last = Some((m, crate::timestamp::format_micros(m)));
-                            }
-                            out.append_value(&last.as_ref().expect("set above").1);
-                        }
-                    }
-                }
-                Arc::new(out.finish())
+                Arc::new(crate::timestamp::format_runs(
+                    micros,
+                    crate::timestamp::format_micros,
+                ))
             }
             DataType::Map(_, _) => Arc::new(map_to_json(
                 c.as_any().downcast_ref::<MapArray>().expect("map"),
