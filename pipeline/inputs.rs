@@ -13,7 +13,6 @@ use arrow::array::{
     ArrayRef, Decimal128Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use object_store::ObjectStoreExt as _;
 
 use crate::error::{Result, TallyError};
 use crate::{decimal, resources, storage, timestamp};
@@ -161,14 +160,7 @@ fn from_parquet(
 pub async fn load(name: &str, url: &str) -> Result<Loaded> {
     let cols = schema(name)?;
     let loc = storage::open(url)?;
-    let bytes = loc
-        .store
-        .get(&loc.path)
-        .await
-        .map_err(|e| loc.err("get", &loc.path, e))?
-        .bytes()
-        .await
-        .map_err(|e| loc.err("read", &loc.path, e))?;
+    let bytes = loc.get_bytes(&loc.path).await?;
     let sha256 = resources::sha256_hex(&bytes);
     if url.to_ascii_lowercase().ends_with(".parquet") {
         return Ok(Loaded {

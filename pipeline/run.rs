@@ -219,14 +219,7 @@ async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manife
     // Run ids start with their UTC start time: newest first.
     metas.sort_by(|a, b| b.location.cmp(&a.location));
     for meta in metas {
-        let bytes = out
-            .store
-            .get(&meta.location)
-            .await
-            .map_err(|e| out.err("get", &meta.location, e))?
-            .bytes()
-            .await
-            .map_err(|e| out.err("read", &meta.location, e))?;
+        let bytes = out.get_bytes(&meta.location).await?;
         let Ok(prior) = serde_json::from_slice::<manifest::PriorRun>(&bytes) else {
             warn!(manifest = %out.url_of(&meta.location), "unreadable manifest skipped");
             continue;

@@ -135,12 +135,7 @@ async fn fingerprint_now(
     for name in stage.inputs.iter().chain(&stage.optional_inputs) {
         if let Some(url) = input_urls.get(name) {
             let loc = crate::storage::open(url)?;
-            let bytes = object_store::ObjectStoreExt::get(loc.store.as_ref(), &loc.path)
-                .await
-                .map_err(|e| loc.err("get", &loc.path, e))?
-                .bytes()
-                .await
-                .map_err(|e| loc.err("read", &loc.path, e))?;
+            let bytes = loc.get_bytes(&loc.path).await?;
             inputs.push((name.clone(), url.clone(), resources::sha256_hex(&bytes)));
         }
     }
@@ -430,12 +425,7 @@ impl Reproduction {
 /// and the stage SQL (today's; a changed SQL is reported).
 pub async fn reproduce(manifest_url: &str, name: &str) -> Result<Reproduction> {
     let loc = crate::storage::open(manifest_url)?;
-    let bytes = object_store::ObjectStoreExt::get(loc.store.as_ref(), &loc.path)
-        .await
-        .map_err(|e| loc.err("get", &loc.path, e))?
-        .bytes()
-        .await
-        .map_err(|e| loc.err("read", &loc.path, e))?;
+    let bytes = loc.get_bytes(&loc.path).await?;
     let run: crate::manifest::PriorRun =
         serde_json::from_slice(&bytes).map_err(|e| TallyError::BadFile {
             file: manifest_url.into(),

@@ -41,6 +41,17 @@ impl Location {
         }
     }
 
+    /// The whole content of one object (small files: manifests, inputs).
+    pub async fn get_bytes(&self, path: &Path) -> Result<bytes::Bytes> {
+        self.store
+            .get(path)
+            .await
+            .map_err(|e| self.err("get", path, e))?
+            .bytes()
+            .await
+            .map_err(|e| self.err("read", path, e))
+    }
+
     /// Wraps an object store error with the store and object names.
     pub fn err(
         &self,
