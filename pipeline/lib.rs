@@ -19,6 +19,7 @@ pub mod job;
 pub mod lock;
 pub mod lookup;
 pub mod manifest;
+pub mod narrow;
 pub mod normalize;
 pub mod progress;
 pub mod quarantine;

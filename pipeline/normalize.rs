@@ -226,7 +226,8 @@ impl PartitionStream for ChannelPartition {
 }
 
 /// A DataFusion session for mapping SQL: case-sensitive identifiers (FOCUS names are
-/// PascalCase), one partition so rows keep file order (determinism), tally's functions.
+/// PascalCase), one partition so rows keep file order (determinism), tally's functions,
+/// expressions evaluated on their own columns only ([`crate::narrow`]).
 pub fn session() -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
@@ -237,7 +238,12 @@ pub fn session() -> Result<SessionContext> {
             "datafusion.execution.parquet.schema_force_view_types",
             false,
         );
-    let ctx = SessionContext::new_with_config(config);
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(crate::narrow::NarrowInputs))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     udf::register(&ctx)?;
     Ok(ctx)
 }
