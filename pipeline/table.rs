@@ -11,15 +11,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array as _, AsArray as _, RecordBatch};
 use arrow::datatypes::SchemaRef;
+use delta_kernel::expressions::Scalar;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, StructType};
 use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use indexmap::IndexMap;
 use object_store::ObjectStoreExt as _;
 use url::Url;
 
@@ -221,6 +223,25 @@ type StageHandles = (
     tokio::task::JoinHandle<Result<crate::hash::ContentHasher>>,
 );
 
+/// The partition values of `batch` when all its rows share them (the usual case: an export
+/// file holds one billing account and period). The writer then encodes the batch as it is;
+/// given a mixed batch it sorts and copies every column into one batch per partition.
+fn single_partition(batch: &RecordBatch) -> Option<IndexMap<String, Scalar>> {
+    let mut values = IndexMap::new();
+    for name in PARTITION_COLUMNS {
+        let column = batch.column_by_name(name)?.as_string_opt::<i32>()?;
+        if column.is_empty() || column.null_count() > 0 {
+            return None;
+        }
+        let first = column.value(0);
+        if !(1..column.len()).all(|i| column.value(i) == first) {
+            return None;
+        }
+        values.insert(name.to_string(), Scalar::String(first.to_string()));
+    }
+    Some(values)
+}
+
 impl Staged {
     /// Opens (creating if needed) the table `name` under `root` and starts staging files.
     pub async fn open(root: &str, name: &'static str, schema: &SchemaRef) -> Result<Staged> {
@@ -248,10 +269,14 @@ impl Staged {
         let writer_url = url.clone();
         let writer = tokio::spawn(async move {
             while let Some(b) = writer_rx.recv().await {
-                writer
-                    .write(b)
-                    .await
-                    .map_err(|e| terr(writer_url.as_str(), e))?;
+                match single_partition(&b) {
+                    Some(values) => writer
+                        .write_partition(b, &values, WriteMode::Default)
+                        .await
+                        .map(|_| ()),
+                    None => writer.write(b).await,
+                }
+                .map_err(|e| terr(writer_url.as_str(), e))?;
             }
             Ok(writer)
         });
