@@ -251,7 +251,7 @@ pub fn session() -> Result<SessionContext> {
 /// The columns of a file, as the format's layout will name them.
 pub async fn header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     match file.kind {
-        FileKind::Parquet => Ok(read::open_parquet(loc, file).await?.0),
+        FileKind::Parquet => Ok(read::open_parquet(loc, file, None).await?.0),
         FileKind::Json | FileKind::JsonGz => read::json_header(loc, file).await,
         FileKind::Csv | FileKind::CsvGz => read::csv_header(loc, file).await,
     }
@@ -385,12 +385,28 @@ pub async fn process_file(
     }
     let adapter = Adapter::new(format, &names);
     let declared: BTreeSet<&String> = format.declared_columns().collect();
+    let sources = [
+        &format.source_total,
+        &format.source_currency,
+        &format.source_period,
+        &format.source_account,
+    ];
+    let wanted = read::Wanted::new(
+        (0..names.len())
+            .map(|i| {
+                let n = &adapter.names()[i];
+                declared.contains(n) || sources.contains(&n) || adapter.consumes(i)
+            })
+            .collect(),
+    );
     let ignored_columns: Vec<String> = names
         .iter()
         .enumerate()
-        .filter(|(i, _)| !declared.contains(&adapter.names()[*i]) && !adapter.consumes(*i))
+        .filter(|(i, _)| !wanted.reads(*i))
         .map(|(_, n)| n.clone())
         .collect();
+    // JSON lines are parsed whole, record by record: nothing to skip there.
+    let wanted = (!matches!(file.kind, FileKind::Json | FileKind::JsonGz)).then_some(wanted);
     let text_schema = read::text_schema(&names);
     let adapted = adapter.apply(&RecordBatch::new_empty(text_schema.clone()));
     let adapted_names: Vec<String> = adapted
@@ -424,7 +440,7 @@ pub async fn process_file(
             };
             let digest = match file.kind {
                 FileKind::Parquet => {
-                    let (_, mut stream) = read::open_parquet(&loc, &file).await?;
+                    let (_, mut stream) = read::open_parquet(&loc, &file, wanted).await?;
                     while let Some(b) = stream.next().await {
                         let b = match b {
                             Ok(b) => b,
@@ -447,7 +463,8 @@ pub async fn process_file(
                     read::hash_object(&loc, &file).await?
                 }
                 _ => {
-                    let (mut rx_text, handle) = read::spawn_csv(&loc, &file, text_schema).await?;
+                    let (mut rx_text, handle) =
+                        read::spawn_csv(&loc, &file, text_schema, wanted).await?;
                     while let Some(b) = rx_text.recv().await {
                         match b {
                             Ok(b) => {

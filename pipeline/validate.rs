@@ -375,13 +375,13 @@ async fn load_file(
     match file.kind {
         FileKind::Parquet => {
             use futures::StreamExt;
-            let (_, mut s) = read::open_parquet(&loc, file).await?;
+            let (_, mut s) = read::open_parquet(&loc, file, None).await?;
             while let Some(b) = s.next().await {
                 push(b?);
             }
         }
         _ => {
-            let (mut rx, h) = read::spawn_csv(&loc, file, read::text_schema(&names)).await?;
+            let (mut rx, h) = read::spawn_csv(&loc, file, read::text_schema(&names), None).await?;
             while let Some(b) = rx.recv().await {
                 push(b?);
             }

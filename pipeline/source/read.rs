@@ -26,6 +26,43 @@ use crate::storage::{DiscoveredFile, FileKind, Location};
 /// Rows per batch handed to the mapping.
 pub const BATCH_ROWS: usize = 8192;
 
+/// Which of a file's columns a reader decodes. The others reach the layout as all-NULL text,
+/// so the batch keeps the file's shape while a column no mapping reads costs nothing (a
+/// 100-column AWS CUR has about 55 of those: the Parquet reader skips their pages, the CSV
+/// reader builds no arrays for them).
+#[derive(Debug, Clone)]
+pub struct Wanted(Arc<[bool]>);
+
+impl Wanted {
+    /// `wanted[i]`: whether column `i` of the file is read.
+    pub fn new(wanted: Vec<bool>) -> Wanted {
+        Wanted(wanted.into())
+    }
+
+    /// Whether column `i` is read.
+    pub fn reads(&self, i: usize) -> bool {
+        self.0.get(i).copied().unwrap_or(true)
+    }
+
+    fn indices(&self) -> Vec<usize> {
+        (0..self.0.len()).filter(|i| self.0[*i]).collect()
+    }
+
+    /// A batch of the wanted columns (in file order) widened to `schema`, every column.
+    fn widen(&self, b: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
+        let mut read = b.columns().iter();
+        let cols: Vec<ArrayRef> = (0..self.0.len())
+            .map(|i| match self.0[i] {
+                true => read.next().expect("one column per wanted index").clone(),
+                false => arrow::array::new_null_array(&DataType::Utf8, b.num_rows()),
+            })
+            .collect();
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+        RecordBatch::try_new_with_options(schema.clone(), cols, &options)
+            .expect("text columns of one length")
+    }
+}
+
 /// A `Read` over an object's byte stream, for the blocking CSV decoder. Hashes what it reads.
 struct StreamRead {
     rt: tokio::runtime::Handle,
@@ -289,6 +326,7 @@ pub async fn spawn_csv(
     loc: &Location,
     file: &DiscoveredFile,
     schema: SchemaRef,
+    wanted: Option<Wanted>,
 ) -> Result<(
     mpsc::Receiver<Result<RecordBatch>>,
     tokio::task::JoinHandle<Result<FileDigest>>,
@@ -321,17 +359,23 @@ pub async fn spawn_csv(
                 bytes: d.1,
             });
         }
-        let reader = match arrow::csv::ReaderBuilder::new(schema)
+        let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
             .with_header(true)
-            .with_batch_size(BATCH_ROWS)
-            .build(decoder(kind, raw))
-        {
+            .with_batch_size(BATCH_ROWS);
+        if let Some(w) = &wanted {
+            builder = builder.with_projection(w.indices());
+        }
+        let reader = match builder.build(decoder(kind, raw)) {
             Ok(r) => r,
             Err(e) => return fail(&tx, e.to_string()),
         };
         for b in reader {
             match b {
                 Ok(b) => {
+                    let b = match &wanted {
+                        Some(w) => w.widen(&b, &schema),
+                        None => b,
+                    };
                     if tx.blocking_send(Ok(b)).is_err() {
                         return Err(TallyError::Internal("reader's consumer went away".into()));
                     }
@@ -443,6 +487,7 @@ pub async fn hash_object(loc: &Location, file: &DiscoveredFile) -> Result<FileDi
 pub async fn open_parquet(
     loc: &Location,
     file: &DiscoveredFile,
+    wanted: Option<Wanted>,
 ) -> Result<(Vec<String>, BoxStream<'static, Result<RecordBatch>>)> {
     use parquet::arrow::ParquetRecordBatchStreamBuilder;
     use parquet::arrow::async_reader::ParquetObjectReader;
@@ -452,7 +497,7 @@ pub async fn open_parquet(
         file: file.url.clone(),
         message: e.to_string(),
     };
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+    let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
         .await
         .map_err(bad)?
         .with_batch_size(BATCH_ROWS);
@@ -462,18 +507,30 @@ pub async fn open_parquet(
         .iter()
         .map(|f| f.name().clone())
         .collect();
+    if let Some(w) = &wanted {
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), w.indices());
+        builder = builder.with_projection(mask);
+    }
     let url = file.url.clone();
     let stream = builder.build().map_err(bad)?;
     let text_schema = text_schema(&names);
+    let read_schema = match &wanted {
+        Some(w) => Arc::new(text_schema.project(&w.indices()).expect("in range")),
+        None => text_schema.clone(),
+    };
     let out = stream
         .map(move |b| {
             let b = b.map_err(|e| TallyError::BadFile {
                 file: url.clone(),
                 message: e.to_string(),
             })?;
-            to_text(&b, text_schema.clone()).map_err(|m| TallyError::BadFile {
+            let text = to_text(&b, read_schema.clone()).map_err(|m| TallyError::BadFile {
                 file: url.clone(),
                 message: m,
+            })?;
+            Ok(match &wanted {
+                Some(w) => w.widen(&text, &text_schema),
+                None => text,
             })
         })
         .boxed();
