@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Decimal128Builder, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Decimal128Builder, Int64Array, RecordBatch,
+    StringArray, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::decimal;
 use crate::formats::{Format, Measure};
@@ -246,46 +246,56 @@ impl Typer {
             (0..n as i64).map(|r| first_row as i64 + r),
         )));
 
-        // The source's own totals, over every row (quarantined or not).
-        let mut keys: Vec<(TotalKey, Option<i128>)> = Vec::with_capacity(n);
-        for r in 0..n {
-            let amount = self
-                .total
-                .and_then(|i| self.text(text_col(i), r))
-                .and_then(|t| decimal::parse(t).ok());
-            let period = self
-                .period
-                .and_then(|i| self.text(text_col(i), r))
-                .and_then(|t| timestamp::parse_micros(t).ok())
-                .map(|m| {
-                    if self.monthly {
-                        timestamp::month_start(m)
-                    } else {
-                        m
-                    }
-                })
-                .map(timestamp::format_micros)
-                .unwrap_or_else(|| "unknown".into());
-            let currency = self
-                .currency
-                .and_then(|i| self.text(text_col(i), r))
-                .unwrap_or("unknown")
-                .to_string();
-            let key = (self.provider.clone(), period, currency, self.measure);
-            match amount {
-                Some(a)
-                    if crate::decimal::accumulate(&mut tally.totals, key.clone(), a).is_err() =>
-                {
-                    tally.overflowed = true;
-                }
-                Some(_) => {}
-                None if self.total.and_then(|i| self.text(text_col(i), r)).is_some() => {
-                    tally.unparseable_amounts += 1
-                }
-                None => {}
+        // The source's own totals, over every row (quarantined or not). Rows come in runs of
+        // one period and currency: each run's key is built once and its amounts summed before
+        // they reach the map. The amount is the typed value when the total is a typed column.
+        let total_typed = self.total.and_then(|ti| {
+            self.plan
+                .iter()
+                .position(|(_, k, s)| *k == Kind::Decimal && *s == Some(ti))
+                .map(|p| cols[p].as_primitive::<Decimal128Type>().clone())
+        });
+        let amount_at = |r: usize| -> Option<i128> {
+            match &total_typed {
+                Some(a) => a.is_valid(r).then(|| a.value(r)),
+                None => self
+                    .total
+                    .and_then(|i| self.text(text_col(i), r))
+                    .and_then(|t| decimal::parse(t).ok()),
             }
-            keys.push((key, amount));
+        };
+        let mut keys = KeyMemo::default();
+        let mut run: Option<(TotalKey, i128)> = None;
+        let flush = |run: &mut Option<(TotalKey, i128)>, tally: &mut SourceTally| {
+            if let Some((key, sum)) = run.take()
+                && crate::decimal::accumulate(&mut tally.totals, key, sum).is_err()
+            {
+                tally.overflowed = true;
+            }
+        };
+        for r in 0..n {
+            let Some(a) = amount_at(r) else {
+                if self.total.and_then(|i| self.text(text_col(i), r)).is_some() {
+                    tally.unparseable_amounts += 1;
+                }
+                continue;
+            };
+            let key = keys.key(self, batch, r);
+            match &mut run {
+                Some((k, sum)) if *k == *key => match sum.checked_add(a) {
+                    Some(v) => *sum = v,
+                    None => {
+                        flush(&mut run, tally);
+                        run = Some((key.clone(), a));
+                    }
+                },
+                _ => {
+                    flush(&mut run, tally);
+                    run = Some((key.clone(), a));
+                }
+            }
         }
+        flush(&mut run, tally);
         tally.rows += n as u64;
 
         let mut ok = vec![true; n];
@@ -299,7 +309,7 @@ impl Typer {
                 continue; // one quarantine record per row: its first bad value
             }
             last = r;
-            let (key, amount) = &keys[r];
+            let (key, amount) = (keys.key(self, batch, r).clone(), amount_at(r));
             let account = self
                 .account
                 .and_then(|i| self.text(text_col(i), r))
@@ -344,6 +354,40 @@ impl Typer {
         }
     }
 
+    /// Row `r`'s reconciliation key, built from its period and currency text.
+    fn total_key(&self, batch: &RecordBatch, r: usize) -> TotalKey {
+        let text_at = |i: usize| {
+            self.text(
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("text batch"),
+                r,
+            )
+        };
+        let period = self
+            .period
+            .and_then(text_at)
+            .and_then(|t| timestamp::parse_micros(t).ok())
+            .map(|m| {
+                if self.monthly {
+                    timestamp::month_start(m)
+                } else {
+                    m
+                }
+            })
+            .map(timestamp::format_micros)
+            .unwrap_or_else(|| "unknown".into());
+        let currency = self.currency.and_then(text_at).unwrap_or("unknown");
+        (
+            self.provider.clone(),
+            period,
+            currency.to_string(),
+            self.measure,
+        )
+    }
+
     fn record_json(&self, batch: &RecordBatch, r: usize) -> String {
         let mut m = serde_json::Map::new();
         for (i, name) in self.names.iter().enumerate() {
@@ -357,5 +401,43 @@ impl Typer {
             }
         }
         serde_json::Value::Object(m).to_string()
+    }
+}
+
+/// The last row's period and currency text and the key built from them: consecutive rows of
+/// one period and currency (nearly all of them) reuse it.
+#[derive(Default)]
+struct KeyMemo {
+    last: Option<(Option<String>, Option<String>, TotalKey)>,
+}
+
+impl KeyMemo {
+    fn key(&mut self, typer: &Typer, batch: &RecordBatch, r: usize) -> &TotalKey {
+        let text_at = |i: Option<usize>| {
+            i.and_then(|i| {
+                typer.text(
+                    batch
+                        .column(i)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .expect("text batch"),
+                    r,
+                )
+            })
+        };
+        let (period, currency) = (text_at(typer.period), text_at(typer.currency));
+        let same = self
+            .last
+            .as_ref()
+            .is_some_and(|(p, c, _)| p.as_deref() == period && c.as_deref() == currency);
+        if !same {
+            let key = typer.total_key(batch, r);
+            self.last = Some((
+                period.map(str::to_string),
+                currency.map(str::to_string),
+                key,
+            ));
+        }
+        &self.last.as_ref().expect("set above").2
     }
 }
