@@ -63,22 +63,39 @@ impl Wanted {
     }
 }
 
-/// A `Read` over an object's byte stream, for the blocking CSV decoder. Hashes what it reads.
+/// An object's bytes. A local file is read directly, in blocks of [`LOCAL_BLOCK`]:
+/// object_store streams a local file in 8 KiB chunks, each a trip through tokio's blocking
+/// pool, and those task switches took a fifth of a 1 GB CSV run's CPU. Any other object is
+/// read as its store's stream.
+enum ObjectBytes {
+    Stream(BoxStream<'static, object_store::Result<Bytes>>),
+    File(std::fs::File),
+}
+
+/// Bytes per read of a local file.
+const LOCAL_BLOCK: usize = 1 << 20;
+
+/// One block of a local file; empty at its end.
+fn read_block(f: &mut std::fs::File) -> std::io::Result<Bytes> {
+    let mut block = vec![0u8; LOCAL_BLOCK];
+    let n = f.read(&mut block)?;
+    block.truncate(n);
+    Ok(Bytes::from(block))
+}
+
+/// A `Read` over an object's bytes, for the blocking CSV decoder. Hashes what it reads.
 struct StreamRead {
     rt: tokio::runtime::Handle,
-    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    source: ObjectBytes,
     buf: Bytes,
     digest: Arc<std::sync::Mutex<(Sha256, u64)>>,
 }
 
 impl StreamRead {
-    fn new(
-        rt: tokio::runtime::Handle,
-        stream: BoxStream<'static, object_store::Result<Bytes>>,
-    ) -> Self {
+    fn new(rt: tokio::runtime::Handle, source: ObjectBytes) -> Self {
         StreamRead {
             rt,
-            stream,
+            source,
             buf: Bytes::new(),
             digest: Arc::new(std::sync::Mutex::new((Sha256::new(), 0))),
         }
@@ -88,7 +105,17 @@ impl StreamRead {
 impl Read for StreamRead {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.buf.is_empty() {
-            match self.rt.block_on(self.stream.next()) {
+            let next = match &mut self.source {
+                ObjectBytes::Stream(s) => self.rt.block_on(s.next()),
+                ObjectBytes::File(f) => {
+                    Some(read_block(f).map_err(|e| object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    }))
+                    .filter(|b| !b.as_ref().is_ok_and(Bytes::is_empty))
+                }
+            };
+            match next {
                 Some(Ok(b)) => {
                     let mut d = self.digest.lock().expect("digest");
                     d.0.update(&b);
@@ -115,16 +142,17 @@ pub struct FileDigest {
     pub bytes: u64,
 }
 
-async fn open_stream(
-    loc: &Location,
-    file: &DiscoveredFile,
-) -> Result<BoxStream<'static, object_store::Result<Bytes>>> {
+async fn open_stream(loc: &Location, file: &DiscoveredFile) -> Result<ObjectBytes> {
     let got = loc
         .store
         .get(&file.path)
         .await
         .map_err(|e| loc.err("get", &file.path, e))?;
-    Ok(got.into_stream())
+    let whole = got.range.start == 0 && got.range.end == got.meta.size;
+    match got.payload {
+        object_store::GetResultPayload::File(f, _) if whole => Ok(ObjectBytes::File(f)),
+        _ => Ok(ObjectBytes::Stream(got.into_stream())),
+    }
 }
 
 fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn Read + Send> {
@@ -466,13 +494,35 @@ fn read_json_lines(
 
 /// SHA-256 and size of an object, streamed.
 pub async fn hash_object(loc: &Location, file: &DiscoveredFile) -> Result<FileDigest> {
-    let mut stream = open_stream(loc, file).await?;
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| loc.err("read", &file.path, e))?;
-        bytes += chunk.len() as u64;
-        hasher.update(&chunk);
+    match open_stream(loc, file).await? {
+        ObjectBytes::Stream(mut stream) => {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| loc.err("read", &file.path, e))?;
+                bytes += chunk.len() as u64;
+                hasher.update(&chunk);
+            }
+        }
+        ObjectBytes::File(mut f) => {
+            let (h, n) = tokio::task::spawn_blocking(move || {
+                loop {
+                    let block = read_block(&mut f)?;
+                    if block.is_empty() {
+                        return Ok::<_, std::io::Error>((hasher, bytes));
+                    }
+                    bytes += block.len() as u64;
+                    hasher.update(&block);
+                }
+            })
+            .await
+            .map_err(|e| TallyError::Internal(e.to_string()))?
+            .map_err(|e| TallyError::BadFile {
+                file: file.url.clone(),
+                message: format!("read failed: {e}"),
+            })?;
+            (hasher, bytes) = (h, n);
+        }
     }
     Ok(FileDigest {
         sha256: hex::encode(hasher.finalize()),
