@@ -75,12 +75,28 @@ enum ObjectBytes {
 /// Bytes per read of a local file.
 const LOCAL_BLOCK: usize = 1 << 20;
 
-/// One block of a local file; empty at its end.
-fn read_block(f: &mut std::fs::File) -> std::io::Result<Bytes> {
-    let mut block = vec![0u8; LOCAL_BLOCK];
-    let n = f.read(&mut block)?;
-    block.truncate(n);
-    Ok(Bytes::from(block))
+impl ObjectBytes {
+    /// The next block of the object's bytes, `None` at its end. Blocks on `rt` for a stream:
+    /// call it from a blocking thread.
+    fn next_block(&mut self, rt: &tokio::runtime::Handle) -> Option<object_store::Result<Bytes>> {
+        match self {
+            ObjectBytes::Stream(s) => rt.block_on(s.next()),
+            ObjectBytes::File(f) => {
+                let mut block = vec![0u8; LOCAL_BLOCK];
+                match f.read(&mut block) {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        block.truncate(n);
+                        Some(Ok(Bytes::from(block)))
+                    }
+                    Err(e) => Some(Err(object_store::Error::Generic {
+                        store: "LocalFileSystem",
+                        source: Box::new(e),
+                    })),
+                }
+            }
+        }
+    }
 }
 
 /// A `Read` over an object's bytes, for the blocking CSV decoder. Hashes what it reads.
@@ -105,17 +121,7 @@ impl StreamRead {
 impl Read for StreamRead {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.buf.is_empty() {
-            let next = match &mut self.source {
-                ObjectBytes::Stream(s) => self.rt.block_on(s.next()),
-                ObjectBytes::File(f) => {
-                    Some(read_block(f).map_err(|e| object_store::Error::Generic {
-                        store: "LocalFileSystem",
-                        source: Box::new(e),
-                    }))
-                    .filter(|b| !b.as_ref().is_ok_and(Bytes::is_empty))
-                }
-            };
-            match next {
+            match self.source.next_block(&self.rt) {
                 Some(Ok(b)) => {
                     let mut d = self.digest.lock().expect("digest");
                     d.0.update(&b);
@@ -494,40 +500,24 @@ fn read_json_lines(
 
 /// SHA-256 and size of an object, streamed.
 pub async fn hash_object(loc: &Location, file: &DiscoveredFile) -> Result<FileDigest> {
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    match open_stream(loc, file).await? {
-        ObjectBytes::Stream(mut stream) => {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| loc.err("read", &file.path, e))?;
-                bytes += chunk.len() as u64;
-                hasher.update(&chunk);
-            }
+    let mut source = open_stream(loc, file).await?;
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut bytes = 0u64;
+        while let Some(block) = source.next_block(&rt) {
+            let block = block?;
+            bytes += block.len() as u64;
+            hasher.update(&block);
         }
-        ObjectBytes::File(mut f) => {
-            let (h, n) = tokio::task::spawn_blocking(move || {
-                loop {
-                    let block = read_block(&mut f)?;
-                    if block.is_empty() {
-                        return Ok::<_, std::io::Error>((hasher, bytes));
-                    }
-                    bytes += block.len() as u64;
-                    hasher.update(&block);
-                }
-            })
-            .await
-            .map_err(|e| TallyError::Internal(e.to_string()))?
-            .map_err(|e| TallyError::BadFile {
-                file: file.url.clone(),
-                message: format!("read failed: {e}"),
-            })?;
-            (hasher, bytes) = (h, n);
-        }
-    }
-    Ok(FileDigest {
-        sha256: hex::encode(hasher.finalize()),
-        bytes,
+        Ok(FileDigest {
+            sha256: hex::encode(hasher.finalize()),
+            bytes,
+        })
     })
+    .await
+    .map_err(|e| TallyError::Internal(e.to_string()))?
+    .map_err(|e| loc.err("read", &file.path, e))
 }
 
 /// Opens a Parquet export; returns its column names and a stream of all-text batches.

@@ -259,8 +259,7 @@ impl Typer {
             match &total_typed {
                 Some(a) => a.is_valid(r).then(|| a.value(r)),
                 None => self
-                    .total
-                    .and_then(|i| self.text(text_col(i), r))
+                    .text_at(batch, self.total, r)
                     .and_then(|t| decimal::parse(t).ok()),
             }
         };
@@ -275,7 +274,7 @@ impl Typer {
         };
         for r in 0..n {
             let Some(a) = amount_at(r) else {
-                if self.total.and_then(|i| self.text(text_col(i), r)).is_some() {
+                if self.text_at(batch, self.total, r).is_some() {
                     tally.unparseable_amounts += 1;
                 }
                 continue;
@@ -311,8 +310,7 @@ impl Typer {
             last = r;
             let (key, amount) = (keys.key(self, batch, r).clone(), amount_at(r));
             let account = self
-                .account
-                .and_then(|i| self.text(text_col(i), r))
+                .text_at(batch, self.account, r)
                 .map(str::to_string)
                 .unwrap_or_else(|| crate::quarantine::unknown_in(&self.file));
             let period = if key.1 == "unknown" {
@@ -354,21 +352,19 @@ impl Typer {
         }
     }
 
-    /// Row `r`'s reconciliation key, built from its period and currency text.
-    fn total_key(&self, batch: &RecordBatch, r: usize) -> TotalKey {
-        let text_at = |i: usize| {
-            self.text(
-                batch
-                    .column(i)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("text batch"),
-                r,
-            )
-        };
-        let period = self
-            .period
-            .and_then(text_at)
+    /// The text of column `i` (when the file has it) in row `r`, NULL markers as `None`.
+    fn text_at<'a>(&self, batch: &'a RecordBatch, i: Option<usize>, r: usize) -> Option<&'a str> {
+        let col = batch
+            .column(i?)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("text batch");
+        self.text(col, r)
+    }
+
+    /// The reconciliation key of a row with this period and currency text.
+    fn total_key(&self, period: Option<&str>, currency: Option<&str>) -> TotalKey {
+        let period = period
             .and_then(|t| timestamp::parse_micros(t).ok())
             .map(|m| {
                 if self.monthly {
@@ -379,7 +375,7 @@ impl Typer {
             })
             .map(timestamp::format_micros)
             .unwrap_or_else(|| "unknown".into());
-        let currency = self.currency.and_then(text_at).unwrap_or("unknown");
+        let currency = currency.unwrap_or("unknown");
         (
             self.provider.clone(),
             period,
@@ -413,25 +409,14 @@ struct KeyMemo {
 
 impl KeyMemo {
     fn key(&mut self, typer: &Typer, batch: &RecordBatch, r: usize) -> &TotalKey {
-        let text_at = |i: Option<usize>| {
-            i.and_then(|i| {
-                typer.text(
-                    batch
-                        .column(i)
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .expect("text batch"),
-                    r,
-                )
-            })
-        };
-        let (period, currency) = (text_at(typer.period), text_at(typer.currency));
+        let period = typer.text_at(batch, typer.period, r);
+        let currency = typer.text_at(batch, typer.currency, r);
         let same = self
             .last
             .as_ref()
             .is_some_and(|(p, c, _)| p.as_deref() == period && c.as_deref() == currency);
         if !same {
-            let key = typer.total_key(batch, r);
+            let key = typer.total_key(period, currency);
             self.last = Some((
                 period.map(str::to_string),
                 currency.map(str::to_string),
