@@ -59,33 +59,44 @@ pub fn parse(text: &str) -> Result<i128, String> {
         return Err(format!("not a number: {text:?}"));
     }
     // digits = int_part ++ frac_part, value = digits * 10^(exp - frac_len)
-    let digits = int_part.bytes().chain(frac_part.bytes());
     let shift = exp as i64 - frac_part.len() as i64 + SCALE as i64; // power of ten to apply to `digits`
-    let mut value: i128 = 0;
-    let mut significant = false;
-    let mut dropped_nonzero = false;
-    let all: Vec<u8> = digits.collect();
+    let n = (int_part.len() + frac_part.len()) as i64;
     // When shift < 0 the last -shift digits fall below 10^-18.
-    let keep = if shift < 0 {
-        all.len() as i64 + shift
-    } else {
-        all.len() as i64
+    let keep = if shift < 0 { n + shift } else { n };
+    // Significant digits are gathered 19 at a time in a u64 (no allocation, no 128-bit multiply
+    // per digit); at most 38 of them fit Decimal128(38,18).
+    let mut value: u128 = 0;
+    let mut digits_in_value: i64 = 0;
+    let mut chunk: u64 = 0;
+    let mut chunk_len: usize = 0;
+    let mut dropped_nonzero = false;
+    let mut push_chunk = |chunk: u64, len: usize, value: &mut u128| -> Result<(), String> {
+        digits_in_value += len as i64;
+        if digits_in_value > PRECISION as i64 {
+            return Err(too_large(text));
+        }
+        *value = *value * POW10[len] + chunk as u128;
+        Ok(())
     };
-    for (i, b) in all.iter().enumerate() {
-        let d = (b - b'0') as i128;
+    for (i, b) in int_part.bytes().chain(frac_part.bytes()).enumerate() {
+        let d = b - b'0';
         if (i as i64) < keep {
-            if d != 0 {
-                significant = true;
+            if value == 0 && chunk == 0 && d == 0 {
+                continue; // a leading zero
             }
-            if significant {
-                value = value
-                    .checked_mul(10)
-                    .and_then(|v| v.checked_add(d))
-                    .ok_or_else(|| too_large(text))?;
+            chunk = chunk * 10 + d as u64;
+            chunk_len += 1;
+            if chunk_len == 19 {
+                push_chunk(chunk, chunk_len, &mut value)?;
+                (chunk, chunk_len) = (0, 0);
             }
         } else if d != 0 {
             dropped_nonzero = true;
+            break;
         }
+    }
+    if chunk_len > 0 {
+        push_chunk(chunk, chunk_len, &mut value)?;
     }
     if dropped_nonzero {
         return Err(format!(
@@ -93,15 +104,28 @@ pub fn parse(text: &str) -> Result<i128, String> {
         ));
     }
     if shift > 0 && value != 0 {
-        for _ in 0..shift {
-            value = value.checked_mul(10).ok_or_else(|| too_large(text))?;
+        if digits_in_value + shift > PRECISION as i64 {
+            return Err(too_large(text));
         }
+        value *= POW10[shift as usize];
     }
-    if value > MAX_ABS {
+    if value > MAX_ABS as u128 {
         return Err(too_large(text));
     }
+    let value = value as i128;
     Ok(if neg { -value } else { value })
 }
+
+/// 10^0 ..= 10^38: a chunk of up to 19 digits, or a shift that keeps a value within 38 digits.
+const POW10: [u128; 39] = {
+    let mut t = [1u128; 39];
+    let mut i = 1;
+    while i < 39 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
 
 fn too_large(text: &str) -> String {
     format!("{text:?} is too large for Decimal128(38,18) (at most 20 integer digits)")
@@ -132,18 +156,22 @@ pub fn used_scale(units: i128) -> u32 {
     if units == 0 {
         return 0;
     }
-    let mut u = units.unsigned_abs();
     let mut scale = SCALE as u32;
+    let u = units.unsigned_abs();
+    // A 64-bit remainder is several times cheaper than a 128-bit one, and most amounts fit.
+    if let Ok(mut u) = u64::try_from(u) {
+        while scale > 0 && u.is_multiple_of(10) {
+            u /= 10;
+            scale -= 1;
+        }
+        return scale;
+    }
+    let mut u = u;
     while scale > 0 && u.is_multiple_of(10) {
         u /= 10;
         scale -= 1;
     }
     scale
-}
-
-/// `10^(18 - s)`: one unit in the last place of a value that uses `s` fractional digits.
-fn ulp(scale: u32) -> i256 {
-    i256::from_i128(10i128.pow(SCALE as u32 - scale))
 }
 
 /// Does `cost = price × quantity` hold, to the precision the cost was printed with?
@@ -154,6 +182,24 @@ fn ulp(scale: u32) -> i256 {
 /// provider's cost that was rounded from a quantity more precise than the one it printed (AWS
 /// does this on aggregated line items: see the README).
 pub fn identity_holds(cost: i128, price: i128, quantity: i128) -> bool {
+    // One unit in the cost's last place, at scale 36: 10^(36 - places).
+    let places = used_scale(cost).max(MIN_COST_SCALE) as usize;
+    let tolerance = POW10[2 * SCALE as usize - places] as i128;
+    // Nearly every line item's figures fit the exact check in 128 bits; 256 only when not.
+    let narrow = price.checked_mul(quantity).and_then(|product| {
+        cost.checked_mul(ONE)?
+            .checked_sub(product)?
+            .checked_abs()?
+            .checked_mul(2)
+    });
+    match narrow {
+        Some(twice_diff) => twice_diff <= tolerance,
+        None => identity_holds_wide(cost, price, quantity, tolerance),
+    }
+}
+
+/// [`identity_holds`] in 256 bits, for figures whose scale-36 product overflows 128.
+fn identity_holds_wide(cost: i128, price: i128, quantity: i128, tolerance: i128) -> bool {
     let one = i256::from_i128(ONE);
     let product = i256::from_i128(price).wrapping_mul(i256::from_i128(quantity)); // scale 36
     let cost36 = i256::from_i128(cost).wrapping_mul(one);
@@ -161,7 +207,7 @@ pub fn identity_holds(cost: i128, price: i128, quantity: i128) -> bool {
         .wrapping_sub(product)
         .wrapping_abs()
         .wrapping_mul(i256::from_i128(2));
-    twice_diff <= ulp(used_scale(cost).max(MIN_COST_SCALE)).wrapping_mul(one)
+    twice_diff <= i256::from_i128(tolerance)
 }
 
 /// `a × b` at scale 18, rounded half to even from the exact 36-place product; `None` when the
@@ -262,6 +308,60 @@ mod tests {
             "", "abc", "1,000.00", "$5", "1e", "NaN", "inf", "1.2.3", "--1", ".",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn parses_long_digit_strings_across_its_19_digit_chunks() {
+        assert_eq!(p("0000000000000000000000001.5"), 15 * ONE / 10);
+        assert_eq!(
+            p("1234567890123456789.01"),
+            123_456_789_012_345_678_901 * ONE / 100
+        );
+        assert_eq!(
+            p("12345678901234567890.123456789012345678"),
+            12_345_678_901_234_567_890_123_456_789_012_345_678
+        );
+        assert_eq!(p("1e19"), 10_000_000_000_000_000_000 * ONE);
+        assert_eq!(p("-0"), 0);
+        assert_eq!(p("0e30"), 0);
+        assert_eq!(p("0.100000000000000000000000000000"), ONE / 10);
+        assert!(parse("1e20").unwrap_err().contains("too large"));
+        assert!(
+            parse("123456789012345678901.5")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn identity_check_in_128_bits_agrees_with_256() {
+        let figures = [
+            "0",
+            "0.01",
+            "0.0000000181",
+            "3",
+            "20",
+            "0.52",
+            "10.4",
+            "1234.5678",
+            "99999.99",
+            "0.333333333333333333",
+            "1000000",
+        ];
+        for c in figures {
+            for pr in figures {
+                for q in figures {
+                    let (c, pr, q) = (p(c), p(pr), p(q));
+                    let places = used_scale(c).max(MIN_COST_SCALE) as usize;
+                    let tolerance = POW10[2 * SCALE as usize - places] as i128;
+                    assert_eq!(
+                        identity_holds(c, pr, q),
+                        identity_holds_wide(c, pr, q, tolerance),
+                        "{c} {pr} {q}"
+                    );
+                }
+            }
         }
     }
 
