@@ -56,44 +56,95 @@ fn as_str(a: &ArrayRef) -> datafusion::error::Result<StringArray> {
 }
 
 /// Whether text is a flat JSON object with unique keys and scalar values (FOCUS KeyValueFormat).
+///
+/// One pass of serde_json over the text: keys are borrowed where the text has no escapes, values
+/// are checked for being scalars without being built, and duplicates are found by sorting the
+/// keys (serde_json's own maps would keep the last of a duplicate silently).
 pub fn is_kv_json(text: &str) -> bool {
-    // serde_json keeps the last of duplicate keys, so count keys with a raw pass as well.
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(serde_json::Value::Object(m)) => {
-            m.values().all(|v| !v.is_object() && !v.is_array())
-                && count_top_level_keys(text) == Some(m.len())
-        }
-        _ => false,
-    }
-}
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+    use std::borrow::Cow;
+    use std::fmt;
 
-fn count_top_level_keys(text: &str) -> Option<usize> {
-    #[derive(serde::Deserialize)]
-    struct Keys(#[serde(deserialize_with = "count_keys")] usize);
-    fn count_keys<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = usize;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> std::result::Result<usize, A::Error> {
-                let mut n = 0;
-                while m
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {
-                    n += 1;
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a key")
                 }
-                Ok(n)
+                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_string())))
+                }
             }
+            d.deserialize_str(V)
         }
-        d.deserialize_map(V)
     }
-    serde_json::from_str::<Keys>(text).ok().map(|k| k.0)
+    /// A JSON scalar (string, number, bool or null); objects and arrays fail to deserialize.
+    struct Scalar;
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a scalar")
+                }
+                fn visit_bool<E>(self, _: bool) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar)
+                }
+                fn visit_i64<E>(self, _: i64) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar)
+                }
+                fn visit_u64<E>(self, _: u64) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar)
+                }
+                fn visit_f64<E>(self, _: f64) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar)
+                }
+                fn visit_str<E>(self, _: &str) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar)
+                }
+                fn visit_unit<E>(self) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    struct Flat;
+    impl<'de> Deserialize<'de> for Flat {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Flat;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a flat object with unique keys")
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> std::result::Result<Flat, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(Key(k)) = m.next_key::<Key>()? {
+                        m.next_value::<Scalar>()?;
+                        keys.push(k);
+                    }
+                    keys.sort_unstable();
+                    if keys.windows(2).any(|w| w[0] == w[1]) {
+                        return Err(serde::de::Error::custom("duplicate key"));
+                    }
+                    Ok(Flat)
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Flat>(text).is_ok()
 }
 
 /// `[{"key":"env","value":"prod"}]` → `{"env":"prod"}` (keys sorted; a later duplicate wins).
@@ -218,7 +269,21 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             Volatility::Immutable,
             Arc::new(move |args: &[ColumnarValue]| {
                 let s = as_str(&arrays(args)?[0])?;
-                let out: BooleanArray = s.iter().map(|v| v.map(f)).collect();
+                // Exports repeat a row's tags on the rows that follow: check each run once.
+                let mut last: Option<(&str, bool)> = None;
+                let out: BooleanArray = s
+                    .iter()
+                    .map(|v| {
+                        v.map(|t| match last {
+                            Some((lt, ok)) if lt == t => ok,
+                            _ => {
+                                let ok = f(t);
+                                last = Some((t, ok));
+                                ok
+                            }
+                        })
+                    })
+                    .collect();
                 Ok(ColumnarValue::Array(Arc::new(out)))
             }),
         ));
@@ -475,6 +540,12 @@ mod tests {
         assert!(!is_kv_json(r#"{"a":1,"a":2}"#));
         assert!(!is_kv_json("[1]"));
         assert!(!is_kv_json("not json"));
+        assert!(!is_kv_json(r#"{"a":1} trailing"#));
+        assert!(!is_kv_json(r#""just a string""#));
+        assert!(is_kv_json("{}"));
+        // The same key spelled with an escape is still a duplicate; distinct escaped keys are fine.
+        assert!(!is_kv_json(r#"{"a":1,"\u0061":2}"#));
+        assert!(is_kv_json(r#"{"a\"b":"x","a":"y","cost \u20ac":1.5e3}"#));
     }
 
     #[test]
