@@ -145,6 +145,7 @@ impl Typer {
         self.schema.clone()
     }
 
+    #[inline]
     fn text<'a>(&self, col: &'a StringArray, r: usize) -> Option<&'a str> {
         if col.is_null(r) {
             return None;
@@ -185,13 +186,12 @@ impl Typer {
                     // Most text columns hold no empty strings or null markers: hand the
                     // column over as it is, and otherwise only mask those values NULL.
                     Some(c) => {
-                        let nullish: BooleanArray = (0..n)
-                            .map(|r| Some(!c.is_null(r) && self.text(c, r).is_none()))
-                            .collect();
-                        if nullish.true_count() == 0 {
+                        let nullish = |r: usize| c.is_valid(r) && self.text(c, r).is_none();
+                        if !(0..n).any(nullish) {
                             cols.push(Arc::new(c.clone()));
                         } else {
-                            cols.push(arrow::compute::nullif(c, &nullish).expect("same length"));
+                            let mask: BooleanArray = (0..n).map(|r| Some(nullish(r))).collect();
+                            cols.push(arrow::compute::nullif(c, &mask).expect("same length"));
                         }
                     }
                     None => cols.push(arrow::array::new_null_array(&DataType::Utf8, n)),
