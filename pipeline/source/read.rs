@@ -8,12 +8,12 @@
 //! values — Parquet structs, lists and maps, JSON objects and arrays — become JSON text whose
 //! leaves are strings, so a layout can take `usage.amount` out of `usage` exactly.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, MapArray, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::ObjectStoreExt;
@@ -82,13 +82,11 @@ impl ObjectBytes {
         match self {
             ObjectBytes::Stream(s) => rt.block_on(s.next()),
             ObjectBytes::File(f) => {
-                let mut block = vec![0u8; LOCAL_BLOCK];
-                match f.read(&mut block) {
+                // `read_to_end` fills the block without zeroing it first.
+                let mut block = Vec::with_capacity(LOCAL_BLOCK);
+                match f.by_ref().take(LOCAL_BLOCK as u64).read_to_end(&mut block) {
                     Ok(0) => None,
-                    Ok(n) => {
-                        block.truncate(n);
-                        Some(Ok(Bytes::from(block)))
-                    }
+                    Ok(_) => Some(Ok(Bytes::from(block))),
                     Err(e) => Some(Err(object_store::Error::Generic {
                         store: "LocalFileSystem",
                         source: Box::new(e),
@@ -120,6 +118,21 @@ impl StreamRead {
 
 impl Read for StreamRead {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = {
+            let buf = self.fill_buf()?;
+            let n = out.len().min(buf.len());
+            out[..n].copy_from_slice(&buf[..n]);
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+/// Buffered reads hand out the object's own blocks: the CSV decoder reads them in place, with
+/// no copy into a `BufReader` of its own.
+impl BufRead for StreamRead {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         while self.buf.is_empty() {
             match self.source.next_block(&self.rt) {
                 Some(Ok(b)) => {
@@ -129,13 +142,14 @@ impl Read for StreamRead {
                     self.buf = b;
                 }
                 Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
+                None => break,
             }
         }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf = self.buf.slice(n..);
-        Ok(n)
+        Ok(&self.buf)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.buf.advance(n);
     }
 }
 
@@ -163,7 +177,18 @@ async fn open_stream(loc: &Location, file: &DiscoveredFile) -> Result<ObjectByte
 
 fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn Read + Send> {
     match kind {
-        FileKind::CsvGz | FileKind::JsonGz => Box::new(flate2::read::MultiGzDecoder::new(r)),
+        FileKind::CsvGz | FileKind::JsonGz => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
+        _ => Box::new(r),
+    }
+}
+
+/// [`decoder`] as a buffered reader: an uncompressed object's blocks are read in place.
+fn buffered_decoder(kind: FileKind, r: StreamRead) -> Box<dyn BufRead + Send> {
+    match kind {
+        FileKind::CsvGz | FileKind::JsonGz => Box::new(std::io::BufReader::with_capacity(
+            LOCAL_BLOCK,
+            flate2::bufread::MultiGzDecoder::new(r),
+        )),
         _ => Box::new(r),
     }
 }
@@ -399,7 +424,7 @@ pub async fn spawn_csv(
         if let Some(w) = &wanted {
             builder = builder.with_projection(w.indices());
         }
-        let reader = match builder.build(decoder(kind, raw)) {
+        let reader = match builder.build_buffered(buffered_decoder(kind, raw)) {
             Ok(r) => r,
             Err(e) => return fail(&tx, e.to_string()),
         };
