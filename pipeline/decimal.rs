@@ -95,13 +95,13 @@ pub fn parse(text: &str) -> Result<i128, String> {
             break;
         }
     }
-    if chunk_len > 0 {
-        push_chunk(chunk, chunk_len, &mut value)?;
-    }
     if dropped_nonzero {
         return Err(format!(
             "{text:?} needs more than {SCALE} decimal places; tally keeps {SCALE} and never rounds"
         ));
+    }
+    if chunk_len > 0 {
+        push_chunk(chunk, chunk_len, &mut value)?;
     }
     if shift > 0 && value != 0 {
         if digits_in_value + shift > PRECISION as i64 {
@@ -327,6 +327,12 @@ mod tests {
         assert_eq!(p("0e30"), 0);
         assert_eq!(p("0.100000000000000000000000000000"), ONE / 10);
         assert!(parse("1e20").unwrap_err().contains("too large"));
+        // A digit below 10^-18 is named as such though the kept digits are also too many.
+        assert!(
+            parse("100000000000000000000.0000000000000000001")
+                .unwrap_err()
+                .contains("more than 18 decimal places")
+        );
         assert!(
             parse("123456789012345678901.5")
                 .unwrap_err()
@@ -348,6 +354,9 @@ mod tests {
             "99999.99",
             "0.333333333333333333",
             "1000000",
+            "99999999999999999999.999999999999999999",
+            "-12345678901234567890.5",
+            "123456789.123456789",
         ];
         for c in figures {
             for pr in figures {
