@@ -175,15 +175,8 @@ async fn open_stream(loc: &Location, file: &DiscoveredFile) -> Result<ObjectByte
     }
 }
 
-fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn Read + Send> {
-    match kind {
-        FileKind::CsvGz | FileKind::JsonGz => Box::new(flate2::bufread::MultiGzDecoder::new(r)),
-        _ => Box::new(r),
-    }
-}
-
-/// [`decoder`] as a buffered reader: an uncompressed object's blocks are read in place.
-fn buffered_decoder(kind: FileKind, r: StreamRead) -> Box<dyn BufRead + Send> {
+/// The object's decompressed bytes, buffered: an uncompressed object's blocks are read in place.
+fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn BufRead + Send> {
     match kind {
         FileKind::CsvGz | FileKind::JsonGz => Box::new(std::io::BufReader::with_capacity(
             LOCAL_BLOCK,
@@ -197,9 +190,7 @@ fn buffered_decoder(kind: FileKind, r: StreamRead) -> Box<dyn BufRead + Send> {
 async fn read_head<T: Send + 'static>(
     loc: &Location,
     file: &DiscoveredFile,
-    f: impl FnOnce(std::io::BufReader<std::io::Take<Box<dyn Read + Send>>>, String) -> Result<T>
-    + Send
-    + 'static,
+    f: impl FnOnce(std::io::Take<Box<dyn BufRead + Send>>, String) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let stream = open_stream(loc, file).await?;
     let rt = tokio::runtime::Handle::current();
@@ -207,7 +198,7 @@ async fn read_head<T: Send + 'static>(
     let url = file.url.clone();
     tokio::task::spawn_blocking(move || {
         let r = StreamRead::new(rt, stream);
-        f(std::io::BufReader::new(decoder(kind, r).take(1 << 20)), url)
+        f(decoder(kind, r).take(1 << 20), url)
     })
     .await
     .map_err(|e| TallyError::Internal(e.to_string()))?
@@ -218,12 +209,11 @@ pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<Str
     // A header longer than 1 MiB is not a header (binary data, or CR-only line ends).
     read_head(loc, file, |mut d, url| {
         let mut line = Vec::new();
-        std::io::BufRead::read_until(&mut d, b'\n', &mut line).map_err(|e| {
-            TallyError::BadFile {
+        d.read_until(b'\n', &mut line)
+            .map_err(|e| TallyError::BadFile {
                 file: url.clone(),
                 message: format!("cannot read header: {e}"),
-            }
-        })?;
+            })?;
         let text = String::from_utf8(line).map_err(|_| TallyError::BadFile {
             file: url.clone(),
             message: "header is not UTF-8".into(),
@@ -342,7 +332,7 @@ pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<St
     read_head(loc, file, |d, url| {
         let mut names: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for (n, line) in std::io::BufRead::lines(d).enumerate() {
+        for (n, line) in d.lines().enumerate() {
             let Ok(line) = line else { break }; // the MiB may end inside a character
             let line = line.trim_start_matches('\u{feff}').trim();
             if line.is_empty() {
@@ -424,7 +414,7 @@ pub async fn spawn_csv(
         if let Some(w) = &wanted {
             builder = builder.with_projection(w.indices());
         }
-        let reader = match builder.build_buffered(buffered_decoder(kind, raw)) {
+        let reader = match builder.build_buffered(decoder(kind, raw)) {
             Ok(r) => r,
             Err(e) => return fail(&tx, e.to_string()),
         };
@@ -460,7 +450,7 @@ pub async fn spawn_csv(
 /// first MiB did not show and the format does not declare, so no mapping reads it) is skipped
 /// and named in a warning with the line it first appeared on.
 fn read_json_lines(
-    r: Box<dyn Read + Send>,
+    r: Box<dyn BufRead + Send>,
     schema: &SchemaRef,
     tx: &mpsc::Sender<Result<RecordBatch>>,
 ) -> std::result::Result<(), String> {
@@ -488,7 +478,7 @@ fn read_json_lines(
         tx.blocking_send(Ok(batch))
             .map_err(|_| "reader's consumer went away".to_string())
     };
-    for (n, line) in std::io::BufRead::lines(std::io::BufReader::new(r)).enumerate() {
+    for (n, line) in r.lines().enumerate() {
         let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
         let line = line.trim_start_matches('\u{feff}').trim();
         if line.is_empty() {
