@@ -57,94 +57,29 @@ fn as_str(a: &ArrayRef) -> datafusion::error::Result<StringArray> {
 
 /// Whether text is a flat JSON object with unique keys and scalar values (FOCUS KeyValueFormat).
 ///
-/// One pass of serde_json over the text: keys are borrowed where the text has no escapes, values
-/// are checked for being scalars without being built, and duplicates are found by sorting the
-/// keys (serde_json's own maps would keep the last of a duplicate silently).
+/// One pass of serde_json over the entries as they come (its own maps would keep the last of a
+/// duplicate key silently); duplicates are found by sorting the keys.
 pub fn is_kv_json(text: &str) -> bool {
-    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-    use std::borrow::Cow;
-    use std::fmt;
-
-    struct Key<'de>(Cow<'de, str>);
-    impl<'de> Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(v.to_string())))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-    /// A JSON scalar (string, number, bool or null); objects and arrays fail to deserialize.
-    struct Scalar;
-    impl<'de> Deserialize<'de> for Scalar {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Scalar;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a scalar")
-                }
-                fn visit_bool<E>(self, _: bool) -> std::result::Result<Scalar, E> {
-                    Ok(Scalar)
-                }
-                fn visit_i64<E>(self, _: i64) -> std::result::Result<Scalar, E> {
-                    Ok(Scalar)
-                }
-                fn visit_u64<E>(self, _: u64) -> std::result::Result<Scalar, E> {
-                    Ok(Scalar)
-                }
-                fn visit_f64<E>(self, _: f64) -> std::result::Result<Scalar, E> {
-                    Ok(Scalar)
-                }
-                fn visit_str<E>(self, _: &str) -> std::result::Result<Scalar, E> {
-                    Ok(Scalar)
-                }
-                fn visit_unit<E>(self) -> std::result::Result<Scalar, E> {
-                    Ok(Scalar)
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
+    use serde::de::{Deserializer, MapAccess, Visitor};
     struct Flat;
-    impl<'de> Deserialize<'de> for Flat {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Flat;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("a flat object with unique keys")
-                }
-                fn visit_map<A: MapAccess<'de>>(
-                    self,
-                    mut m: A,
-                ) -> std::result::Result<Flat, A::Error> {
-                    let mut keys = Vec::new();
-                    while let Some(Key(k)) = m.next_key::<Key>()? {
-                        m.next_value::<Scalar>()?;
-                        keys.push(k);
-                    }
-                    keys.sort_unstable();
-                    if keys.windows(2).any(|w| w[0] == w[1]) {
-                        return Err(serde::de::Error::custom("duplicate key"));
-                    }
-                    Ok(Flat)
-                }
+    impl<'de> Visitor<'de> for Flat {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<bool, A::Error> {
+            let mut keys = Vec::new();
+            let mut flat = true;
+            while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
+                flat &= !v.is_object() && !v.is_array();
+                keys.push(k);
             }
-            d.deserialize_map(V)
+            keys.sort_unstable();
+            Ok(flat && !keys.windows(2).any(|w| w[0] == w[1]))
         }
     }
-    serde_json::from_str::<Flat>(text).is_ok()
+    let mut d = serde_json::Deserializer::from_str(text);
+    d.deserialize_map(Flat).is_ok_and(|flat| flat) && d.end().is_ok()
 }
 
 /// `[{"key":"env","value":"prod"}]` → `{"env":"prod"}` (keys sorted; a later duplicate wins).
