@@ -156,19 +156,23 @@ pub fn used_scale(units: i128) -> u32 {
     if units == 0 {
         return 0;
     }
-    let mut scale = SCALE as u32;
     let u = units.unsigned_abs();
     // A 64-bit remainder is several times cheaper than a 128-bit one, and most amounts fit.
-    if let Ok(mut u) = u64::try_from(u) {
-        while scale > 0 && u.is_multiple_of(10) {
-            u /= 10;
-            scale -= 1;
-        }
-        return scale;
+    match u64::try_from(u) {
+        Ok(u) => scale_without_trailing_zeros(u),
+        Err(_) => scale_without_trailing_zeros(u),
     }
-    let mut u = u;
-    while scale > 0 && u.is_multiple_of(10) {
-        u /= 10;
+}
+
+/// [`SCALE`] less the trailing decimal zeros of `u` (at most [`SCALE`] of them).
+fn scale_without_trailing_zeros<T>(mut u: T) -> u32
+where
+    T: Copy + PartialEq + From<u8> + std::ops::Rem<Output = T> + std::ops::Div<Output = T>,
+{
+    let (ten, zero) = (T::from(10), T::from(0));
+    let mut scale = SCALE as u32;
+    while scale > 0 && u % ten == zero {
+        u = u / ten;
         scale -= 1;
     }
     scale
