@@ -34,4 +34,5 @@ pub mod storage;
 pub mod table;
 pub mod timestamp;
 pub mod udf;
+pub mod unnest;
 pub mod validate;

@@ -227,7 +227,8 @@ impl PartitionStream for ChannelPartition {
 
 /// A DataFusion session for mapping SQL: case-sensitive identifiers (FOCUS names are
 /// PascalCase), one partition so rows keep file order (determinism), tally's functions,
-/// expressions evaluated on their own columns only ([`crate::narrow`]).
+/// expressions evaluated on their own columns only ([`crate::narrow`]), unnests that add no
+/// rows passing their batch through ([`crate::unnest`]).
 pub fn session() -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
@@ -242,6 +243,7 @@ pub fn session() -> Result<SessionContext> {
         .with_config(config)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(crate::narrow::NarrowInputs))
+        .with_physical_optimizer_rule(Arc::new(crate::unnest::OneElementPassThrough))
         .build();
     let ctx = SessionContext::new_with_state(state);
     udf::register(&ctx)?;
