@@ -256,6 +256,12 @@ impl Staged {
             // Min/max per column chunk (what Delta's file statistics need), not per page: the
             // page-level index of ~100 columns is held until the file closes.
             .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk)
+            // The source row number is unique per row: a dictionary of it only costs a hash
+            // lookup per value and makes the column larger than plain values.
+            .set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(crate::source::typing::SOURCE_ROW),
+                false,
+            )
             .build();
         let mut writer = RecordBatchWriter::for_table(&table)
             .map_err(|e| terr(url.as_str(), e))?
