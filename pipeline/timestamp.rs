@@ -114,27 +114,36 @@ fn parse_plain_utc(b: &[u8]) -> Option<i64> {
     Some(t.and_utc().timestamp_micros() + micros)
 }
 
-/// Instants (µs) as text through `format`, called once per run of equal values: exports repeat
-/// the hour and the billing period row after row.
+/// Instants (µs) as text through `format`, called once per distinct value among the last
+/// [`RECENT`] seen: exports repeat a handful of instants (the hours of a day, the billing
+/// period) in any order, so nearly every value is found among the recent ones.
 pub fn format_runs(
     micros: &arrow::array::TimestampMicrosecondArray,
     format: fn(i64) -> String,
 ) -> arrow::array::StringArray {
     let mut out = arrow::array::StringBuilder::with_capacity(micros.len(), micros.len() * 20);
-    let mut last: Option<(i64, String)> = None;
+    // (value, text), most recently formatted last; the oldest goes when it is full.
+    let mut recent: Vec<(i64, String)> = Vec::with_capacity(RECENT);
     for v in micros.iter() {
         match v {
             None => out.append_null(),
-            Some(m) => {
-                if last.as_ref().is_none_or(|(l, _)| *l != m) {
-                    last = Some((m, format(m)));
+            Some(m) => match recent.iter().rev().find(|(v, _)| *v == m) {
+                Some((_, text)) => out.append_value(text),
+                None => {
+                    if recent.len() == RECENT {
+                        recent.remove(0);
+                    }
+                    recent.push((m, format(m)));
+                    out.append_value(&recent[recent.len() - 1].1);
                 }
-                out.append_value(&last.as_ref().expect("set above").1);
-            }
+            },
         }
     }
     out.finish()
 }
+
+/// How many distinct formatted instants [`format_runs`] keeps at hand.
+const RECENT: usize = 32;
 
 /// Formats microseconds as `YYYY-MM-DDTHH:MM:SSZ` (with fractional seconds only when present).
 pub fn format_micros(micros: i64) -> String {
@@ -186,8 +195,25 @@ pub fn year_month(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::Array;
 
     const NOV1: i64 = 1_698_796_800_000_000;
+
+    #[test]
+    fn formatting_through_the_recent_values_gives_each_value_its_own_text() {
+        // Hours in shuffled order, more distinct values than are kept at hand, and NULLs.
+        let values: Vec<Option<i64>> = (0..500i64)
+            .map(|i| (i % 11 != 0).then(|| NOV1 + ((i * 37) % 50) * 3_600_000_000 + i % 3))
+            .collect();
+        let a = arrow::array::TimestampMicrosecondArray::from(values.clone());
+        let got = format_runs(&a, format_micros);
+        for (i, v) in values.iter().enumerate() {
+            match v {
+                None => assert!(got.is_null(i)),
+                Some(m) => assert_eq!(got.value(i), format_micros(*m), "row {i}"),
+            }
+        }
+    }
 
     #[test]
     fn accepts_the_shapes_exports_use() {
