@@ -442,6 +442,34 @@ mod tests {
     }
 
     #[test]
+    fn every_declared_column_is_read_by_its_mapping() {
+        // A declared column is read, typed and held to its type on every row (a value that does
+        // not parse quarantines the row), so one the SQL never reads would only cost time and
+        // refuse rows for data nobody uses.
+        for f in all().unwrap() {
+            let body: String = f
+                .sql
+                .lines()
+                .map(|l| l.split("--").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let unread: Vec<&String> = f
+                .declared_columns()
+                .filter(|c| {
+                    !regex::Regex::new(&format!(r"\b{}\b", regex::escape(c)))
+                        .unwrap()
+                        .is_match(&body)
+                })
+                .collect();
+            assert!(
+                unread.is_empty(),
+                "{}: declared but never read: {unread:?}",
+                f.sql_path
+            );
+        }
+    }
+
+    #[test]
     fn params_choose_the_sql_and_the_measure() {
         let azure = by_name("azure_cost_details").unwrap();
         assert_eq!(azure.measure, Measure::BilledCost);

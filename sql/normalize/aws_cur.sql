@@ -28,17 +28,17 @@
 -- @provider: aws
 -- @layout: aws_cur
 -- @detect: line_item_unblended_cost, bill_payer_account_id, line_item_line_item_type
--- @text: identity_line_item_id, bill_invoice_id, bill_invoicing_entity, bill_billing_entity, bill_bill_type
+-- @text: bill_invoice_id, bill_invoicing_entity
 -- @text: bill_payer_account_id, bill_payer_account_name, line_item_usage_account_id, line_item_usage_account_name
 -- @text: line_item_line_item_type, line_item_product_code, line_item_usage_type, line_item_operation
 -- @text: line_item_availability_zone, line_item_currency_code, line_item_line_item_description
--- @text: line_item_resource_id, line_item_tax_type, product_product_name, product_servicename
--- @text: product_servicecode, product_region_code, product_location, product_sku, product_product_family
--- @text: product_instance_type, product_usagetype, product_region, pricing_rate_id, pricing_rate_code
+-- @text: line_item_resource_id, product_product_name, product_servicename
+-- @text: product_region_code, product_location, product_sku, product_product_family
+-- @text: product_usagetype, product_region, pricing_rate_id, pricing_rate_code
 -- @text: pricing_term, pricing_unit
 -- @text: reservation_reservation_a_r_n, savings_plan_savings_plan_a_r_n, tags
 -- @decimal: line_item_unblended_cost, line_item_unblended_rate, line_item_usage_amount
--- @decimal: line_item_net_unblended_cost, pricing_public_on_demand_cost, pricing_public_on_demand_rate
+-- @decimal: pricing_public_on_demand_cost, pricing_public_on_demand_rate
 -- @decimal: reservation_effective_cost, reservation_unused_amortized_upfront_fee_for_billing_period
 -- @decimal: reservation_unused_recurring_fee, reservation_unused_quantity, savings_plan_savings_plan_effective_cost
 -- @decimal: savings_plan_total_commitment_to_date, savings_plan_used_commitment

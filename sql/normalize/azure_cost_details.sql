@@ -48,14 +48,14 @@
 -- @alias: resource_group=resource_group_name, resource_id=instance_name, date=usage_date
 -- @alias: pay_g_price=payg_price
 -- @text: billing_account_id, billing_account_name, billing_profile_id, billing_profile_name
--- @text: invoice_id, invoice_section_id, invoice_section_name, partner_name
--- @text: subscription_id, subscription_name, resource_group, resource_location, resource_id, resource_name
+-- @text: invoice_id, partner_name
+-- @text: subscription_id, subscription_name, resource_location, resource_id, resource_name
 -- @text: product_name, product_id, part_number, meter_id, meter_name, meter_category, meter_sub_category
 -- @text: unit_of_measure, consumed_service, charge_type, frequency, pricing_model
 -- @text: reservation_id, reservation_name, benefit_id, benefit_name
 -- @text: product_order_id, availability_zone, tags, billing_currency_code, pricing_currency
 -- @decimal: cost_in_billing_currency, cost_in_pricing_currency, payg_cost_in_billing_currency
--- @decimal: quantity, effective_price, unit_price, pay_g_price, exchange_rate_pricing_to_billing
+-- @decimal: quantity, unit_price, pay_g_price, exchange_rate_pricing_to_billing
 -- @timestamp: date, billing_period_start_date, billing_period_end_date
 -- @source_total: cost_in_billing_currency
 -- @source_currency: billing_currency_code

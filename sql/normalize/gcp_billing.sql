@@ -27,10 +27,10 @@
 -- @record: service, sku, project, location, resource, usage, price, invoice, adjustment_info
 -- @record: credits, labels, tags, subscription
 -- @text: billing_account_id, currency, cost_type, transaction_type, seller_name
--- @text: service_id, service_description, sku_id, sku_description, project_id, project_name
--- @text: project_labels, location_region, location_zone, location_location, resource_name
--- @text: resource_global_name, usage_unit, usage_pricing_unit, price_unit
--- @text: adjustment_info_id, adjustment_info_description, credits, labels, tags
+-- @text: service_description, sku_id, sku_description, project_id, project_name
+-- @text: project_labels, location_region, location_zone, resource_name
+-- @text: resource_global_name, usage_unit, usage_pricing_unit
+-- @text: adjustment_info_description, credits, labels, tags
 -- @decimal: cost, cost_at_list, usage_amount, usage_amount_in_pricing_units
 -- @decimal: price_effective_price, price_pricing_unit_quantity
 -- @timestamp: usage_start_time, usage_end_time, invoice_month

@@ -17,13 +17,13 @@
 -- @provider: oci
 -- @layout: oci_cost
 -- @detect: line_item_reference_no, line_item_tenant_id, cost_my_cost
--- @text: line_item_reference_no, line_item_tenant_id, line_item_is_correction, line_item_backreference_no
+-- @text: line_item_tenant_id, line_item_is_correction
 -- @text: product_service, product_compartment_id, product_compartment_name, product_region
--- @text: product_availability_domain, product_resource_id, product_description, cost_subscription_id
+-- @text: product_availability_domain, product_resource_id, product_description
 -- @text: cost_product_sku, cost_currency_code, cost_billing_unit_readable, cost_sku_unit_description
--- @text: cost_overage_flag, tags
--- @decimal: usage_billed_quantity, usage_billed_quantity_overage, cost_unit_price, cost_unit_price_overage
--- @decimal: cost_my_cost, cost_my_cost_overage
+-- @text: tags
+-- @decimal: usage_billed_quantity, cost_unit_price
+-- @decimal: cost_my_cost
 -- @timestamp: line_item_interval_usage_start, line_item_interval_usage_end
 -- @source_total: cost_my_cost
 -- @source_currency: cost_currency_code
