@@ -268,17 +268,50 @@ impl Adapter {
         RecordBatch::try_new(schema, cols).expect("adapter keeps row counts")
     }
 
+    /// When every tag comes from a column of its own: the keys in sorted order, each with its
+    /// columns in header order (a later non-empty cell wins, as a map insert would have it).
+    fn tag_columns_by_key(&self) -> Option<Vec<(&str, Vec<usize>)>> {
+        let mut by_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, src) in &self.tag_sources {
+            match src {
+                TagSource::Column(key) => by_key.entry(key.as_str()).or_default().push(*i),
+                TagSource::Map => return None,
+            }
+        }
+        Some(by_key.into_iter().collect())
+    }
+
     fn fold_tags(&self, batch: &RecordBatch) -> StringArray {
         let n = batch.num_rows();
         let mut b = StringBuilder::with_capacity(n, n * 16);
+        let text = |i: usize| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .expect("text")
+        };
+        if let Some(by_key) = self.tag_columns_by_key() {
+            // Tags only in columns of their own (CUR CSV and Athena Parquet): the object is
+            // written straight from the cells, keys in order, with no map built per row.
+            let by_key: Vec<(&str, Vec<&StringArray>)> = by_key
+                .into_iter()
+                .map(|(k, cols)| (k, cols.into_iter().map(text).collect()))
+                .collect();
+            let mut json = Vec::with_capacity(256);
+            for r in 0..n {
+                if tags_object(&by_key, r, &mut json) {
+                    b.append_value(std::str::from_utf8(&json).expect("JSON of text is text"));
+                } else {
+                    b.append_null();
+                }
+            }
+            return b.finish();
+        }
         for r in 0..n {
             let mut tags: BTreeMap<String, String> = BTreeMap::new();
             for (i, src) in &self.tag_sources {
-                let col = batch
-                    .column(*i)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("text");
+                let col = text(*i);
                 if col.is_null(r) || col.value(r).is_empty() {
                     continue;
                 }
@@ -308,6 +341,30 @@ impl Adapter {
     }
 }
 
+/// Writes row `r`'s tags as a JSON object into `out` (keys in the order given, each key's
+/// value its last non-empty cell); false when the row has none.
+fn tags_object(by_key: &[(&str, Vec<&StringArray>)], r: usize, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    for (key, cols) in by_key {
+        let value = cols
+            .iter()
+            .rev()
+            .find(|c| c.is_valid(r) && !c.value(r).is_empty())
+            .map(|c| c.value(r));
+        if let Some(v) = value {
+            out.push(if out.is_empty() { b'{' } else { b',' });
+            serde_json::to_writer(&mut *out, key).expect("writes to memory");
+            out.push(b':');
+            serde_json::to_writer(&mut *out, v).expect("writes to memory");
+        }
+    }
+    if out.is_empty() {
+        return false;
+    }
+    out.push(b'}');
+    true
+}
+
 fn json_scalar_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
@@ -319,6 +376,51 @@ fn json_scalar_text(v: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tag_columns_write_the_object_a_sorted_map_would() {
+        // Keys out of order, two columns for one key (the later non-empty one wins), NULLs,
+        // empty cells and values that need escaping.
+        let cells = [
+            Some("a\"b"),
+            None,
+            Some(""),
+            Some("x\\y"),
+            Some("\u{e9}t\u{e9}"),
+            Some("tab\there"),
+        ];
+        let keys = ["team", "env", "aws:createdBy", "env", "Cost Center", "z\"q"];
+        let n = 200;
+        let cols: Vec<StringArray> = (0..keys.len())
+            .map(|c| StringArray::from_iter((0..n).map(|r| cells[(r * (c + 2) + c) % cells.len()])))
+            .collect();
+        let mut by_key: BTreeMap<&str, Vec<&StringArray>> = BTreeMap::new();
+        for (k, c) in keys.iter().zip(&cols) {
+            by_key.entry(k).or_default().push(c);
+        }
+        let by_key: Vec<(&str, Vec<&StringArray>)> = by_key.into_iter().collect();
+        let mut out = Vec::new();
+        let mut seen_objects = 0;
+        for r in 0..n {
+            let mut want: BTreeMap<String, String> = BTreeMap::new();
+            for (k, c) in keys.iter().zip(&cols) {
+                if c.is_valid(r) && !c.value(r).is_empty() {
+                    want.insert(k.to_string(), c.value(r).to_string());
+                }
+            }
+            let wrote = tags_object(&by_key, r, &mut out);
+            assert_eq!(wrote, !want.is_empty(), "row {r}");
+            if wrote {
+                seen_objects += 1;
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    serde_json::to_string(&want).unwrap(),
+                    "row {r}"
+                );
+            }
+        }
+        assert!(seen_objects > 100, "{seen_objects}");
+    }
 
     #[test]
     fn legacy_cur_names_become_athena_names() {
