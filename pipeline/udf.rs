@@ -166,6 +166,32 @@ pub fn subcategory_parents() -> Result<HashMap<String, String>> {
 }
 
 /// Registers every tally function in a session.
+/// `f` of each non-NULL value of `text`, computed once per distinct value in the batch (values
+/// repeat: one meter string per SKU); NULL stays NULL.
+fn per_distinct(text: &StringArray, f: impl Fn(&str) -> Option<String>) -> StringArray {
+    let mut b = StringBuilder::with_capacity(text.len(), text.len() * 8);
+    let mut results: Vec<Option<String>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut prev: Option<(&str, usize)> = None;
+    for i in 0..text.len() {
+        if text.is_null(i) {
+            b.append_null();
+            continue;
+        }
+        let v = text.value(i);
+        let slot = match prev {
+            Some((p, slot)) if p == v => slot,
+            _ => *index.entry(v).or_insert_with(|| {
+                results.push(f(v));
+                results.len() - 1
+            }),
+        };
+        prev = Some((v, slot));
+        b.append_option(results[slot].as_deref());
+    }
+    b.finish()
+}
+
 pub fn register(ctx: &SessionContext) -> Result<()> {
     let d = decimal::data_type();
     ctx.register_udf(create_udf(
@@ -238,6 +264,23 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             DataType::Utf8,
             Volatility::Immutable,
             Arc::new(move |args: &[ColumnarValue]| {
+                // The provider is a literal in every mapping: read it once rather than as an
+                // array of copies.
+                if let (ColumnarValue::Scalar(p), ColumnarValue::Array(m)) = (&args[0], &args[1]) {
+                    let provider = match p {
+                        datafusion::scalar::ScalarValue::Utf8(v)
+                        | datafusion::scalar::ScalarValue::LargeUtf8(v)
+                        | datafusion::scalar::ScalarValue::Utf8View(v) => v.clone(),
+                        _ => None,
+                    };
+                    let meter = as_str(m)?;
+                    let Some(provider) = provider else {
+                        let nulls = arrow::array::new_null_array(&DataType::Utf8, meter.len());
+                        return Ok(ColumnarValue::Array(nulls));
+                    };
+                    let out = per_distinct(&meter, |m| meters.parse(&provider, m).and_then(pick));
+                    return Ok(ColumnarValue::Array(Arc::new(out)));
+                }
                 let a = arrays(args)?;
                 let (provider, meter) = (as_str(&a[0])?, as_str(&a[1])?);
                 let mut b = StringBuilder::new();
@@ -466,6 +509,82 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_distinct_computes_each_value_once_and_keeps_nulls() {
+        let text = StringArray::from(vec![
+            Some("a"),
+            Some("a"),
+            None,
+            Some("bb"),
+            Some("a"),
+            Some("bb"),
+            Some("ccc"),
+            None,
+            Some("ccc"),
+        ]);
+        let calls = std::cell::RefCell::new(Vec::new());
+        let out = per_distinct(&text, |v| {
+            calls.borrow_mut().push(v.to_string());
+            (v != "bb").then(|| format!("<{v}>"))
+        });
+        assert_eq!(*calls.borrow(), vec!["a", "bb", "ccc"]);
+        let got: Vec<Option<&str>> = out.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Some("<a>"),
+                Some("<a>"),
+                None,
+                None,
+                Some("<a>"),
+                None,
+                Some("<ccc>"),
+                None,
+                Some("<ccc>")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn ai_functions_give_the_same_with_a_literal_or_a_column_provider() {
+        let ctx = crate::normalize::session().unwrap();
+        let meters = StringArray::from(vec![
+            Some("USE1-Claude4.6Sonnet-input-tokens"),
+            None,
+            Some("USE1-BoxUsage:t3.micro"),
+            Some("USE1-Claude4.6Sonnet-input-tokens"),
+            Some("USE1-Claude4.6Sonnet-output-tokens"),
+        ]);
+        let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![
+            ("m", Arc::new(meters) as ArrayRef),
+            ("p", Arc::new(StringArray::from(vec!["aws"; 5])) as ArrayRef),
+        ])
+        .unwrap();
+        ctx.register_batch("t", batch).unwrap();
+        let text = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let b = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                arrow::util::pretty::pretty_format_batches(&b)
+                    .unwrap()
+                    .to_string()
+            }
+        };
+        let literal = text(
+            "SELECT tally_ai_model('aws', m) AS a, tally_ai_token_class('aws', m) AS b, \
+             tally_ai_tier('aws', m) AS c FROM t",
+        )
+        .await;
+        let column = text(
+            "SELECT tally_ai_model(p, m) AS a, tally_ai_token_class(p, m) AS b, \
+             tally_ai_tier(p, m) AS c FROM t",
+        )
+        .await;
+        assert_eq!(literal, column);
+        assert!(literal.contains("input"), "{literal}");
+        assert!(literal.contains("output"), "{literal}");
+    }
 
     #[test]
     fn key_value_json_is_flat_with_unique_keys() {
