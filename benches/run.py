@@ -4,6 +4,7 @@
     benches/setup.sh                       # once: a venv with the pinned peers
     python3 benches/run.py                 # 1M rows, CSV and Parquet, all three tools
     python3 benches/run.py --rows 1000000 --rows 10000000 --peers tally,duckdb
+    python3 benches/run.py --repeat 3      # each tool three times, interleaved; medians
 
 For each size it writes the inputs with `tally generate aws_cur` (deterministic: the same file
 on every machine), runs every tool under `/usr/bin/time -v` one after the other, reads back
@@ -11,6 +12,10 @@ what each wrote (rows, Σ BilledCost, Σ EffectiveCost) and prints one table: wa
 user+sys, CPU utilisation ((user+sys)/wall; 200% = both cores of a 2-core machine), peak RSS,
 rows/s, the speed-up of tally over the peer, and whether the outputs agree. The table also goes
 to <work>/results.md. Never part of the test suite.
+
+With --repeat N the tools take turns N times (tally, duckdb, focus-converter, tally, ...), so a
+shared machine's drift touches all of them alike; each row is then the run with the median wall
+time (its user+sys and RSS), followed by the fastest and slowest wall time.
 
 Agreement: tally and DuckDB must write the same rows and the same totals to the last digit.
 focus_converters keeps AWS's SavingsPlanNegation rows (tally folds them into the covered usage
@@ -109,6 +114,17 @@ def run_tool(tool, src, kind, work, log_dir):
     return {"tool": tool, "wall": wall, "cpu": cpu, "rss": rss, "rc": rc, "totals": result, "log": log}
 
 
+def median_run(tool, runs):
+    """The run with the median wall time (a failed run wins: it is what must be seen), with every
+    run's wall time sorted under "walls"; `skipped` when the tool did not run."""
+    if not runs:
+        return {"tool": tool, "skipped": True}
+    failed = [r for r in runs if r["rc"] != 0]
+    walls = sorted(r["wall"] for r in runs)
+    pick = failed[0] if failed else sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
+    return dict(pick, walls=walls)
+
+
 def agree(ref, r):
     if r["totals"] is None or ref is None or ref["totals"] is None:
         return "n/a"
@@ -148,6 +164,7 @@ def main():
     ap.add_argument("--focus-converter-max-rows", type=int, default=2_000_000,
                     help="skip focus_converters above this size (it needs ~4 GB of memory per million rows)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/tally as it is")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool, taking turns; the median is reported")
     a = ap.parse_args()
     sizes = a.rows or [1_000_000]
     tools = a.peers.split(",")
@@ -159,7 +176,8 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     logs = os.path.join(a.work, "logs")
     os.makedirs(logs, exist_ok=True)
-    lines = [f"Machine: {machine()}", "",
+    runs_note = f"; each tool run {a.repeat} times in turn, median shown (fastest–slowest wall)" if a.repeat > 1 else ""
+    lines = [f"Machine: {machine()}{runs_note}", "",
              "| input | tool | wall s | user+sys s | CPU | peak RSS MB | rows/s | tally faster by | output check |",
              "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
@@ -171,12 +189,12 @@ def main():
                 subprocess.run([tally, "generate", "aws_cur", "--rows", str(rows), "--output", src], cwd=ROOT, check=True,
                                stdout=subprocess.DEVNULL)
                 print(f"(generated {src}: {os.path.getsize(src) / 1e6:.0f} MB in {time.monotonic() - t0:.1f} s)", file=sys.stderr)
-            results = []
-            for tool in tools:
-                if tool == "focus-converter" and rows > a.focus_converter_max_rows:
-                    results.append({"tool": tool, "skipped": True})
-                    continue
-                results.append(run_tool(tool, src, kind, a.work, logs))
+            runs = {tool: [] for tool in tools}
+            for _ in range(max(1, a.repeat)):
+                for tool in tools:
+                    if not (tool == "focus-converter" and rows > a.focus_converter_max_rows):
+                        runs[tool].append(run_tool(tool, src, kind, a.work, logs))
+            results = [median_run(tool, runs[tool]) for tool in tools]
             ref = next((r for r in results if r["tool"] == "tally" and not r.get("skipped")), None)
             for r in results:
                 label = f"{rows:,} CUR rows, {kind.upper()}"
@@ -186,7 +204,8 @@ def main():
                     line = f"| {label} | {r['tool']} | failed (exit {r['rc']}, see {r['log']}) | | | | | | |"
                 else:
                     ratio = "" if r is ref or ref is None or ref["rc"] != 0 else f"{r['wall'] / ref['wall']:.2f}×"
-                    line = (f"| {label} | {r['tool']} | {r['wall']:.2f} | {r['cpu']:.2f} | {100 * r['cpu'] / r['wall']:.0f}% "
+                    spread = f" ({r['walls'][0]:.2f}–{r['walls'][-1]:.2f})" if len(r["walls"]) > 1 else ""
+                    line = (f"| {label} | {r['tool']} | {r['wall']:.2f}{spread} | {r['cpu']:.2f} | {100 * r['cpu'] / r['wall']:.0f}% "
                             f"| {r['rss'] / 1e6:.0f} | {rows / r['wall']:,.0f} | {ratio} | {agree(ref, r) if r is not ref else 'reference'} |")
                 lines.append(line)
                 print(line, flush=True)
