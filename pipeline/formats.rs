@@ -442,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn every_declared_column_is_read_by_its_mapping() {
+    fn every_declared_column_is_read_and_every_alias_names_one() {
         // A declared column is read, typed and held to its type on every row (a value that does
         // not parse quarantines the row), so one the SQL never reads would only cost time and
         // refuse rows for data nobody uses.
@@ -464,6 +464,19 @@ mod tests {
             assert!(
                 unread.is_empty(),
                 "{}: declared but never read: {unread:?}",
+                f.sql_path
+            );
+            // An alias only renames a file's column to a declared one; any other is dead.
+            let declared: Vec<&String> = f.declared_columns().collect();
+            let dead: Vec<&String> = f
+                .aliases
+                .iter()
+                .map(|(canonical, _)| canonical)
+                .filter(|c| !declared.contains(c))
+                .collect();
+            assert!(
+                dead.is_empty(),
+                "{}: aliases to undeclared columns: {dead:?}",
                 f.sql_path
             );
         }

@@ -165,7 +165,6 @@ pub fn subcategory_parents() -> Result<HashMap<String, String>> {
         .collect())
 }
 
-/// Registers every tally function in a session.
 /// `f` of each non-NULL value of `text`, computed once per distinct value in the batch (values
 /// repeat: one meter string per SKU); NULL stays NULL.
 fn per_distinct(text: &StringArray, f: impl Fn(&str) -> Option<String>) -> StringArray {
@@ -192,6 +191,7 @@ fn per_distinct(text: &StringArray, f: impl Fn(&str) -> Option<String>) -> Strin
     b.finish()
 }
 
+/// Registers every tally function in a session.
 pub fn register(ctx: &SessionContext) -> Result<()> {
     let d = decimal::data_type();
     ctx.register_udf(create_udf(
@@ -266,13 +266,16 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
             Arc::new(move |args: &[ColumnarValue]| {
                 // The provider is a literal in every mapping: read it once rather than as an
                 // array of copies.
-                if let (ColumnarValue::Scalar(p), ColumnarValue::Array(m)) = (&args[0], &args[1]) {
-                    let provider = match p {
+                // (Any other scalar type takes the general path below, which casts it.)
+                let literal = match &args[0] {
+                    ColumnarValue::Scalar(
                         datafusion::scalar::ScalarValue::Utf8(v)
                         | datafusion::scalar::ScalarValue::LargeUtf8(v)
-                        | datafusion::scalar::ScalarValue::Utf8View(v) => v.clone(),
-                        _ => None,
-                    };
+                        | datafusion::scalar::ScalarValue::Utf8View(v),
+                    ) => Some(v.clone()),
+                    _ => None,
+                };
+                if let (Some(provider), ColumnarValue::Array(m)) = (literal, &args[1]) {
                     let meter = as_str(m)?;
                     let Some(provider) = provider else {
                         let nulls = arrow::array::new_null_array(&DataType::Utf8, meter.len());

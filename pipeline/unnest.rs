@@ -133,6 +133,9 @@ impl ExecutionPlan for PassThroughUnnest {
                 let (inner, context) = (inner.clone(), context.clone());
                 async move {
                     let batch = batch?;
+                    if batch.num_rows() == 0 {
+                        return Ok(Vec::new()); // as DataFusion's unnest: no empty batches
+                    }
                     match pass_through(&batch, inner.list_column_indices(), &inner) {
                         Some(same) => Ok(vec![same]),
                         None => unnest_one(&inner, batch, context).await,

@@ -44,8 +44,7 @@
 -- @detect: meter_category, meter_id, unit_of_measure, charge_type, billing_period_start_date
 -- @alias: cost_in_billing_currency=cost, cost_in_billing_currency=pre_tax_cost
 -- @alias: billing_currency_code=billing_currency, billing_currency_code=currency
--- @alias: product_name=product, invoice_section_name=invoice_section
--- @alias: resource_group=resource_group_name, resource_id=instance_name, date=usage_date
+-- @alias: product_name=product, resource_id=instance_name, date=usage_date
 -- @alias: pay_g_price=payg_price
 -- @text: billing_account_id, billing_account_name, billing_profile_id, billing_profile_name
 -- @text: invoice_id, partner_name
