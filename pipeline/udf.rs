@@ -165,27 +165,30 @@ pub fn subcategory_parents() -> Result<HashMap<String, String>> {
         .collect())
 }
 
-/// `f` of each non-NULL value of `text`, computed once per distinct value in the batch (values
-/// repeat: one meter string per SKU); NULL stays NULL.
-fn per_distinct(text: &StringArray, f: impl Fn(&str) -> Option<String>) -> StringArray {
-    let mut b = StringBuilder::with_capacity(text.len(), text.len() * 8);
+/// `f` of each of `n` rows' keys (`None`: the row is NULL), computed once per distinct key in
+/// the batch, the previous row's key checked first (keys repeat: one meter string per SKU).
+fn per_distinct<K: Copy + Eq + std::hash::Hash>(
+    n: usize,
+    key: impl Fn(usize) -> Option<K>,
+    f: impl Fn(K) -> Option<String>,
+) -> StringArray {
+    let mut b = StringBuilder::with_capacity(n, n * 8);
     let mut results: Vec<Option<String>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    let mut prev: Option<(&str, usize)> = None;
-    for i in 0..text.len() {
-        if text.is_null(i) {
+    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut prev: Option<(K, usize)> = None;
+    for i in 0..n {
+        let Some(k) = key(i) else {
             b.append_null();
             continue;
-        }
-        let v = text.value(i);
+        };
         let slot = match prev {
-            Some((p, slot)) if p == v => slot,
-            _ => *index.entry(v).or_insert_with(|| {
-                results.push(f(v));
+            Some((p, slot)) if p == k => slot,
+            _ => *index.entry(k).or_insert_with(|| {
+                results.push(f(k));
                 results.len() - 1
             }),
         };
-        prev = Some((v, slot));
+        prev = Some((k, slot));
         b.append_option(results[slot].as_deref());
     }
     b.finish()
@@ -275,32 +278,26 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
                     ) => Some(v.clone()),
                     _ => None,
                 };
-                if let (Some(provider), ColumnarValue::Array(m)) = (literal, &args[1]) {
+                let out = if let (Some(provider), ColumnarValue::Array(m)) = (literal, &args[1]) {
                     let meter = as_str(m)?;
-                    let Some(provider) = provider else {
-                        let nulls = arrow::array::new_null_array(&DataType::Utf8, meter.len());
-                        return Ok(ColumnarValue::Array(nulls));
-                    };
-                    let out = per_distinct(&meter, |m| meters.parse(&provider, m).and_then(pick));
-                    return Ok(ColumnarValue::Array(Arc::new(out)));
-                }
-                let a = arrays(args)?;
-                let (provider, meter) = (as_str(&a[0])?, as_str(&a[1])?);
-                let mut b = StringBuilder::new();
-                // Meter strings repeat across a batch (one per SKU): parse each distinct one once.
-                let mut seen: HashMap<(&str, &str), Option<String>> = HashMap::new();
-                for i in 0..meter.len() {
-                    if provider.is_null(i) || meter.is_null(i) {
-                        b.append_null();
-                        continue;
-                    }
-                    let key = (provider.value(i), meter.value(i));
-                    let v = seen
-                        .entry(key)
-                        .or_insert_with(|| meters.parse(key.0, key.1).and_then(pick));
-                    b.append_option(v.as_deref());
-                }
-                Ok(ColumnarValue::Array(Arc::new(b.finish())))
+                    per_distinct(
+                        meter.len(),
+                        |i| (provider.is_some() && meter.is_valid(i)).then(|| meter.value(i)),
+                        |m| meters.parse(provider.as_deref()?, m).and_then(pick),
+                    )
+                } else {
+                    let a = arrays(args)?;
+                    let (provider, meter) = (as_str(&a[0])?, as_str(&a[1])?);
+                    per_distinct(
+                        meter.len(),
+                        |i| {
+                            (provider.is_valid(i) && meter.is_valid(i))
+                                .then(|| (provider.value(i), meter.value(i)))
+                        },
+                        |(p, m)| meters.parse(p, m).and_then(pick),
+                    )
+                };
+                Ok(ColumnarValue::Array(Arc::new(out)))
             }),
         ));
     }
@@ -527,10 +524,14 @@ mod tests {
             Some("ccc"),
         ]);
         let calls = std::cell::RefCell::new(Vec::new());
-        let out = per_distinct(&text, |v| {
-            calls.borrow_mut().push(v.to_string());
-            (v != "bb").then(|| format!("<{v}>"))
-        });
+        let out = per_distinct(
+            text.len(),
+            |i| text.is_valid(i).then(|| text.value(i)),
+            |v| {
+                calls.borrow_mut().push(v.to_string());
+                (v != "bb").then(|| format!("<{v}>"))
+            },
+        );
         assert_eq!(*calls.borrow(), vec!["a", "bb", "ccc"]);
         let got: Vec<Option<&str>> = out.iter().collect();
         assert_eq!(

@@ -24,7 +24,7 @@ use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::unnest::{ListUnnest, UnnestExec};
+use datafusion::physical_plan::unnest::UnnestExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
@@ -110,14 +110,10 @@ impl ExecutionPlan for PassThroughUnnest {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let inner = Arc::new(UnnestExec::new(
-            children.into_iter().next().expect("one child"),
-            self.inner.list_column_indices().to_vec(),
-            Vec::new(),
-            self.inner.schema(),
-            self.inner.options().clone(),
-        )?);
-        Ok(Arc::new(PassThroughUnnest { inner }))
+        let input = children.into_iter().next().expect("one child");
+        Ok(Arc::new(PassThroughUnnest {
+            inner: Arc::new(same_unnest_over(&self.inner, input)?),
+        }))
     }
 
     fn execute(
@@ -136,7 +132,7 @@ impl ExecutionPlan for PassThroughUnnest {
                     if batch.num_rows() == 0 {
                         return Ok(Vec::new()); // as DataFusion's unnest: no empty batches
                     }
-                    match pass_through(&batch, inner.list_column_indices(), &inner) {
+                    match pass_through(&batch, &inner) {
                         Some(same) => Ok(vec![same]),
                         None => unnest_one(&inner, batch, context).await,
                     }
@@ -150,9 +146,9 @@ impl ExecutionPlan for PassThroughUnnest {
 
 /// `batch` with each unnested list column replaced by its values, when every list is non-NULL
 /// and holds one element (the unnest then maps row `i` to row `i`); `None` otherwise.
-fn pass_through(batch: &RecordBatch, lists: &[ListUnnest], u: &UnnestExec) -> Option<RecordBatch> {
+fn pass_through(batch: &RecordBatch, u: &UnnestExec) -> Option<RecordBatch> {
     let mut columns = batch.columns().to_vec();
-    for l in lists {
+    for l in u.list_column_indices() {
         let col = &columns[l.index_in_input_schema];
         let values = match col.data_type() {
             DataType::List(_) => single_values(col.as_list::<i32>())?,
@@ -190,14 +186,19 @@ async fn unnest_one(
         u.input().schema(),
         None,
     )?;
-    let exec = UnnestExec::new(
-        source,
+    let exec = same_unnest_over(u, source)?;
+    datafusion::physical_plan::common::collect(exec.execute(0, context)?).await
+}
+
+/// `u`'s unnest (same columns, schema and options) over another input.
+fn same_unnest_over(u: &UnnestExec, input: Arc<dyn ExecutionPlan>) -> Result<UnnestExec> {
+    UnnestExec::new(
+        input,
         u.list_column_indices().to_vec(),
         u.struct_column_indices().to_vec(),
         u.schema(),
         u.options().clone(),
-    )?;
-    datafusion::physical_plan::common::collect(exec.execute(0, context)?).await
+    )
 }
 
 #[cfg(test)]

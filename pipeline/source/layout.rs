@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, StringArray, StringBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::formats::{Format, Layout};
@@ -284,13 +284,7 @@ impl Adapter {
     fn fold_tags(&self, batch: &RecordBatch) -> StringArray {
         let n = batch.num_rows();
         let mut b = StringBuilder::with_capacity(n, n * 16);
-        let text = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("text")
-        };
+        let text = |i: usize| batch.column(i).as_string::<i32>();
         if let Some(by_key) = self.tag_columns_by_key() {
             // Tags only in columns of their own (CUR CSV and Athena Parquet): the object is
             // written straight from the cells, keys in order, with no map built per row.
