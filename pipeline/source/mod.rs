@@ -1,5 +1,6 @@
 //! Reading exports: discovery is in [`crate::storage`]; here files become typed raw batches.
 
+pub mod csv;
 pub mod layout;
 pub mod read;
 pub mod typing;

@@ -1,6 +1,6 @@
 //! Streaming readers: an export file → batches of text columns, plus the file's SHA-256.
 //!
-//! CSV and CSV.gz are decoded by `arrow-csv` on a blocking thread that pulls the object's
+//! CSV and CSV.gz are decoded by [`super::csv`] on a blocking thread that pulls the object's
 //! bytes from the store as it goes (and hashes them on the way); Parquet is read row group by
 //! row group and every column is turned into text, so all formats reach the mapping the same
 //! way: every column a string, read exactly as written. JSON lines (BigQuery's export) are read
@@ -408,23 +408,9 @@ pub async fn spawn_csv(
                 bytes: d.1,
             });
         }
-        let mut builder = arrow::csv::ReaderBuilder::new(schema.clone())
-            .with_header(true)
-            .with_batch_size(BATCH_ROWS);
-        if let Some(w) = &wanted {
-            builder = builder.with_projection(w.indices());
-        }
-        let reader = match builder.build_buffered(decoder(kind, raw)) {
-            Ok(r) => r,
-            Err(e) => return fail(&tx, e.to_string()),
-        };
-        for b in reader {
+        for b in super::csv::CsvBatches::new(decoder(kind, raw), schema, wanted.as_ref()) {
             match b {
                 Ok(b) => {
-                    let b = match &wanted {
-                        Some(w) => w.widen(&b, &schema),
-                        None => b,
-                    };
                     if tx.blocking_send(Ok(b)).is_err() {
                         return Err(TallyError::Internal("reader's consumer went away".into()));
                     }

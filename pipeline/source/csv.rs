@@ -1,0 +1,467 @@
+//! The CSV decoder: an export's records → batches of text columns, built record by record.
+//!
+//! `csv_core` splits each record into fields; the fields of the columns a mapping reads are
+//! appended to their string columns at once, while the record is still in cache. (arrow-csv
+//! decodes a whole batch into one buffer first and then builds each column in a pass of its own
+//! over it: with 1 KB CUR records that buffer is 8 MB, and reading it back once per column was
+//! the largest single cost of a CSV run.) Empty fields become NULL, as arrow-csv makes them;
+//! the first record is the header and is skipped.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, StringBuilder};
+use arrow::datatypes::{DataType, SchemaRef};
+use csv_core::ReadRecordResult;
+
+use super::read::{BATCH_ROWS, Wanted};
+
+/// Why a CSV file could not be decoded. Line numbers count the header as line 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvError {
+    /// The bytes could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// A record has more or fewer fields than the header.
+    #[error("incorrect number of fields for line {line}, expected {expected} got {got}")]
+    FieldCount {
+        /// Line the record starts on.
+        line: u64,
+        /// Fields in the header.
+        expected: usize,
+        /// Fields in the record.
+        got: usize,
+    },
+    /// A field is not UTF-8 text.
+    #[error("invalid UTF-8 on line {line} in column {column:?}")]
+    Utf8 {
+        /// Line the record starts on.
+        line: u64,
+        /// The column's name in the header.
+        column: String,
+    },
+}
+
+/// Batches of [`BATCH_ROWS`] records from a CSV file whose header gives `schema` (all text);
+/// columns `wanted` does not read come as all-NULL text.
+///
+/// A line with no quote and no carriage return (nearly every line of a billing export) is
+/// split at its commas where it lies in the input block; any other record, and one that runs
+/// past the end of a block, is read by `csv_core`, which handles quoting across lines and blocks.
+/// Both give the same fields: a test holds them to arrow-csv's reading of the same bytes.
+pub struct CsvBatches<R> {
+    input: R,
+    core: csv_core::Reader,
+    columns: Columns,
+    /// The slow path's output: field bytes and their ends.
+    record: Vec<u8>,
+    record_ends: Vec<usize>,
+    /// Line the next record starts on (the header is line 1).
+    line: u64,
+    header_read: bool,
+    done: bool,
+}
+
+/// The batch being built: one string column per read file column.
+struct Columns {
+    schema: SchemaRef,
+    /// For each file column, the builder its fields go to (`None`: not read).
+    slots: Vec<Option<usize>>,
+    builders: Vec<StringBuilder>,
+    /// Bytes of text each builder held at its last batch: the next one is sized from it.
+    sizes: Vec<usize>,
+    /// All-NULL text column of `BATCH_ROWS` rows, shared by the unread columns of every batch.
+    nulls: ArrayRef,
+    /// Field ends of the line being split.
+    ends: Vec<usize>,
+    rows: usize,
+}
+
+impl Columns {
+    /// Appends one record: field `k` is `text[start..ends[k]]`, where `start` is the previous
+    /// end plus `gap` (1 when `text` still holds the commas, 0 when it does not). `checked`:
+    /// `text` is known to be UTF-8 and every field boundary a character boundary.
+    fn append(
+        &mut self,
+        text: &[u8],
+        ends: &[usize],
+        gap: usize,
+        checked: bool,
+        line: u64,
+    ) -> Result<(), CsvError> {
+        if ends.len() != self.slots.len() {
+            return Err(CsvError::FieldCount {
+                line,
+                expected: self.slots.len(),
+                got: ends.len(),
+            });
+        }
+        let mut start = 0;
+        for (i, (&end, slot)) in ends.iter().zip(&self.slots).enumerate() {
+            if let Some(b) = *slot {
+                let field = &text[start..end];
+                let builder = &mut self.builders[b];
+                if field.is_empty() {
+                    builder.append_null();
+                } else if checked {
+                    // SAFETY: `text` is UTF-8 and `start`/`end` sit at commas (ASCII) or its ends.
+                    builder.append_value(unsafe { std::str::from_utf8_unchecked(field) });
+                } else {
+                    match std::str::from_utf8(field) {
+                        Ok(t) => builder.append_value(t),
+                        Err(_) => {
+                            return Err(CsvError::Utf8 {
+                                line,
+                                column: self.schema.field(i).name().clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            start = end + gap;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Splits one whole line (no quote, no carriage return, no line end) at its commas and
+    /// appends it.
+    fn append_line(&mut self, text: &[u8], line: u64) -> Result<(), CsvError> {
+        let mut ends = std::mem::take(&mut self.ends);
+        ends.clear();
+        ends.extend(memchr::memchr_iter(b',', text));
+        ends.push(text.len());
+        // Commas are ASCII: a line of valid UTF-8 splits into fields of valid UTF-8.
+        let checked = std::str::from_utf8(text).is_ok();
+        let r = self.append(text, &ends, 1, checked, line);
+        self.ends = ends;
+        r
+    }
+
+    /// The records appended since the last batch, as one batch of the file's shape.
+    fn finish(&mut self) -> RecordBatch {
+        let rows = std::mem::take(&mut self.rows);
+        let mut read = Vec::with_capacity(self.builders.len());
+        for (b, size) in self.builders.iter_mut().zip(self.sizes.iter_mut()) {
+            let column = b.finish();
+            *size = column.value_data().len();
+            // Sized like the batch before: no regrowth while the next one fills.
+            *b = StringBuilder::with_capacity(BATCH_ROWS, *size + *size / 8);
+            read.push(Arc::new(column) as ArrayRef);
+        }
+        let mut read = read.into_iter();
+        let columns: Vec<ArrayRef> = self
+            .slots
+            .iter()
+            .map(|slot| match slot {
+                Some(_) => read.next().expect("one column per read slot"),
+                None => self.nulls.slice(0, rows),
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .expect("text columns of one length")
+    }
+}
+
+impl<R: BufRead> CsvBatches<R> {
+    /// A decoder over `input`, which starts with the header line.
+    pub fn new(input: R, schema: SchemaRef, wanted: Option<&Wanted>) -> Self {
+        let mut slots = Vec::with_capacity(schema.fields().len());
+        let mut n = 0;
+        for i in 0..schema.fields().len() {
+            let reads = wanted.is_none_or(|w| w.reads(i));
+            slots.push(reads.then(|| {
+                n += 1;
+                n - 1
+            }));
+        }
+        CsvBatches {
+            input,
+            core: csv_core::Reader::new(),
+            columns: Columns {
+                schema,
+                slots,
+                builders: (0..n).map(|_| StringBuilder::new()).collect(),
+                sizes: vec![0; n],
+                nulls: arrow::array::new_null_array(&DataType::Utf8, BATCH_ROWS),
+                ends: Vec::new(),
+                rows: 0,
+            },
+            record: vec![0; 4096],
+            record_ends: vec![0; 128],
+            line: 1,
+            header_read: false,
+            done: false,
+        }
+    }
+
+    /// Reads the next record with `csv_core` into `record`/`record_ends`; returns its field
+    /// count and the line it started on, `None` at the end of the input.
+    fn slow_record(&mut self) -> Result<Option<(usize, u64)>, CsvError> {
+        let line = self.line;
+        self.core.set_line(line);
+        let (mut nout, mut nend) = (0, 0);
+        loop {
+            let (res, nin, out, end) = {
+                let input = self.input.fill_buf()?;
+                self.core.read_record(
+                    input,
+                    &mut self.record[nout..],
+                    &mut self.record_ends[nend..],
+                )
+            };
+            self.input.consume(nin);
+            nout += out;
+            nend += end;
+            match res {
+                ReadRecordResult::InputEmpty => {}
+                ReadRecordResult::OutputFull => self.record.resize(self.record.len() * 2, 0),
+                ReadRecordResult::OutputEndsFull => {
+                    self.record_ends.resize(self.record_ends.len() * 2, 0)
+                }
+                ReadRecordResult::Record => {
+                    self.line = self.core.line();
+                    return Ok(Some((nend, line)));
+                }
+                ReadRecordResult::End => return Ok(None),
+            }
+        }
+    }
+
+    /// Reads one record the slow way and appends it; `false` at the end of the input.
+    fn append_slow(&mut self) -> Result<bool, CsvError> {
+        match self.slow_record()? {
+            Some((fields, line)) => {
+                let ends = &self.record_ends[..fields];
+                self.columns.append(&self.record, ends, 0, false, line)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Fills the batch: whole plain lines of the current block the fast way, the rest through
+    /// `csv_core`.
+    fn fill(&mut self) -> Result<(), CsvError> {
+        while self.columns.rows < BATCH_ROWS {
+            let input = self.input.fill_buf()?;
+            let mut pos = 0;
+            let mut slow = input.is_empty();
+            while self.columns.rows < BATCH_ROWS {
+                let rest = &input[pos..];
+                let Some(nl) = memchr::memchr(b'\n', rest) else {
+                    slow = true;
+                    break;
+                };
+                let mut text = &rest[..nl];
+                match memchr::memchr2(b'"', b'\r', text) {
+                    None => {}
+                    Some(i) if i + 1 == text.len() && text[i] == b'\r' => text = &text[..i],
+                    Some(_) => {
+                        slow = true;
+                        break;
+                    }
+                }
+                let line = self.line;
+                self.line += 1;
+                pos += nl + 1;
+                if !text.is_empty() {
+                    self.columns.append_line(text, line)?;
+                }
+            }
+            self.input.consume(pos);
+            if slow && self.columns.rows < BATCH_ROWS && !self.append_slow()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: BufRead> Iterator for CsvBatches<R> {
+    type Item = Result<RecordBatch, CsvError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let step = (|| {
+            if !self.header_read {
+                self.header_read = true;
+                if self.slow_record()?.is_none() {
+                    return Ok(None);
+                }
+            }
+            self.fill()?;
+            Ok((self.columns.rows > 0).then(|| self.columns.finish()))
+        })();
+        match step {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+
+    fn schema(n: usize) -> SchemaRef {
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        super::super::read::text_schema(&names)
+    }
+
+    fn decode(text: &[u8], n: usize, wanted: Option<&Wanted>) -> Vec<RecordBatch> {
+        CsvBatches::new(text, schema(n), wanted)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    }
+
+    fn cells(b: &RecordBatch, col: usize) -> Vec<Option<String>> {
+        let a = b.column(col).as_string::<i32>();
+        (0..a.len())
+            .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn decodes_as_arrow_csv_does() {
+        // Quoting, doubled quotes, embedded separators and line ends, CRLF, empty and quoted
+        // empty fields, a blank line, non-ASCII text, no final line end.
+        let text = "a,b,c\r\n\"x,1\",\"say \"\"hi\"\"\",\r\n\n,\"\",\"two\nlines\"\r\nü,€,z";
+        let ours = decode(text.as_bytes(), 3, None);
+        let theirs = arrow_csv(text.as_bytes(), 3);
+        assert_eq!(ours, theirs);
+        assert_eq!(
+            cells(&ours[0], 1),
+            vec![Some("say \"hi\"".into()), None, Some("€".into())]
+        );
+        assert_eq!(cells(&ours[0], 2)[1].as_deref(), Some("two\nlines"));
+    }
+
+    fn arrow_csv(text: &[u8], n: usize) -> Vec<RecordBatch> {
+        arrow::csv::ReaderBuilder::new(schema(n))
+            .with_header(true)
+            .with_batch_size(BATCH_ROWS)
+            .build_buffered(text)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn plain_and_quoted_lines_read_alike_wherever_the_blocks_end() {
+        // Plain lines take the fast path, the others csv_core; tiny reader buffers cut records
+        // and line ends (CR | LF) at every possible place.
+        let cells = [
+            "",
+            "a",
+            "0.0480000000",
+            "\"b,c\"",
+            "\"say \"\"hi\"\"\"",
+            "\"two\nlines\"",
+            "ü€",
+            "\"\"",
+            "x\"y",
+            "2024-01-01T00:00:00Z",
+        ];
+        let mut seed = 7u64;
+        let mut next = |m: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % m
+        };
+        let mut text = String::from("h0,h1,h2,h3\r\n");
+        for _ in 0..3000 {
+            let row: Vec<&str> = (0..4).map(|_| cells[next(cells.len())]).collect();
+            text.push_str(&row.join(","));
+            text.push_str(["\n", "\r\n", "\n\n"][next(3)]);
+        }
+        text.push_str("last,line,no,end");
+        let theirs = arrow_csv(text.as_bytes(), 4);
+        for capacity in [1, 3, 7, 64, 4096, 1 << 20] {
+            let r = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+            let ours: Vec<RecordBatch> = CsvBatches::new(r, schema(4), None)
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(ours, theirs, "buffer of {capacity} bytes");
+        }
+    }
+
+    #[test]
+    fn line_numbers_count_crlf_blank_and_quoted_lines() {
+        let text = "a,b\r\n1,2\r\n\r\n3,\"x\r\ny\"\r\n5\r\n";
+        for capacity in [1, 5, 4096] {
+            let r = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+            let err = CsvBatches::new(r, schema(2), None)
+                .find_map(|r| r.err())
+                .unwrap();
+            assert_eq!(
+                err.to_string(),
+                "incorrect number of fields for line 6, expected 2 got 1",
+                "buffer of {capacity} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn unread_columns_are_null_and_batches_hold_batch_rows() {
+        let mut text = String::from("a,b,c\n");
+        for i in 0..BATCH_ROWS + 3 {
+            text.push_str(&format!("{i},skip{i},z{i}\n"));
+        }
+        let wanted = Wanted::new(vec![true, false, true]);
+        let batches = decode(text.as_bytes(), 3, Some(&wanted));
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            vec![BATCH_ROWS, 3]
+        );
+        let last = &batches[1];
+        assert_eq!(last.column(1).null_count(), 3);
+        assert_eq!(
+            cells(last, 0)[2].as_deref(),
+            Some(&*(BATCH_ROWS + 2).to_string())
+        );
+        assert_eq!(
+            cells(last, 2)[0].as_deref(),
+            Some(&*format!("z{BATCH_ROWS}"))
+        );
+        assert_eq!(batches[0].schema(), schema(3));
+    }
+
+    #[test]
+    fn a_short_record_is_named_by_the_line_it_starts_on() {
+        let text = "a,b\n1,\"multi\nline\"\n3\n";
+        let err = CsvBatches::new(text.as_bytes(), schema(2), None)
+            .find_map(|r| r.err())
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "incorrect number of fields for line 4, expected 2 got 1"
+        );
+    }
+
+    #[test]
+    fn a_field_that_is_not_utf8_is_named_by_line_and_column() {
+        let err = CsvBatches::new(&b"a,b\n1,2\n3,\xff\n"[..], schema(2), None)
+            .find_map(|r| r.err())
+            .unwrap();
+        assert_eq!(err.to_string(), "invalid UTF-8 on line 3 in column \"c1\"");
+    }
+
+    #[test]
+    fn a_file_with_only_a_header_has_no_batches() {
+        assert!(decode(b"a,b\n", 2, None).is_empty());
+        assert!(decode(b"", 2, None).is_empty());
+    }
+}
