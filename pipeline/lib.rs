@@ -11,6 +11,7 @@ pub mod cloud;
 pub mod decimal;
 pub mod error;
 pub mod fault;
+pub mod flat_case;
 pub mod formats;
 pub mod generate;
 pub mod hash;

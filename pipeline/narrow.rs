@@ -41,7 +41,6 @@ impl PhysicalOptimizerRule for NarrowInputs {
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            let width = |p: &Arc<dyn ExecutionPlan>| p.schema().fields().len();
             if let Some(p) = node.downcast_ref::<ProjectionExec>() {
                 let input = p.input().clone();
                 let mut changed = false;
@@ -49,7 +48,7 @@ impl PhysicalOptimizerRule for NarrowInputs {
                     .expr()
                     .iter()
                     .map(|e| {
-                        let expr = narrow(&e.expr, width(&input))?;
+                        let expr = narrow(&e.expr, &input.schema())?;
                         changed |= !Arc::ptr_eq(&expr, &e.expr);
                         Ok(ProjectionExpr {
                             expr,
@@ -65,7 +64,7 @@ impl PhysicalOptimizerRule for NarrowInputs {
                 return Ok(Transformed::yes(rebuilt));
             }
             if let Some(f) = node.downcast_ref::<FilterExec>() {
-                let predicate = narrow(f.predicate(), width(f.input()))?;
+                let predicate = narrow(f.predicate(), &f.input().schema())?;
                 if Arc::ptr_eq(&predicate, f.predicate()) {
                     return Ok(Transformed::no(node));
                 }
@@ -90,10 +89,13 @@ impl PhysicalOptimizerRule for NarrowInputs {
     }
 }
 
-/// `expr` wrapped to read only its own columns, or `expr` itself when that gains nothing
-/// (a bare column or literal, an expression that reads every column, or one with lambdas,
-/// whose variables index the batch too).
-fn narrow(expr: &Arc<dyn PhysicalExpr>, input_width: usize) -> Result<Arc<dyn PhysicalExpr>> {
+/// `expr` with its CASEs flattened ([`crate::flat_case`]) and wrapped to read only its own
+/// columns, or without the wrapper when that gains nothing (a bare column or literal, an
+/// expression that reads every column, or one with lambdas, whose variables index the batch
+/// too).
+fn narrow(expr: &Arc<dyn PhysicalExpr>, input: &Schema) -> Result<Arc<dyn PhysicalExpr>> {
+    let input_width = input.fields().len();
+    let expr = &crate::flat_case::flatten(expr, input)?;
     if expr.downcast_ref::<Column>().is_some() || expr.downcast_ref::<Literal>().is_some() {
         return Ok(expr.clone());
     }

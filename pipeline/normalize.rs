@@ -515,7 +515,13 @@ pub async fn process_file(
         file: format!("{} (generated checks)", format.sql_path),
         message: e.to_string(),
     })?;
-    let mut stream = df.execute_stream().await.map_err(sql_err)?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await.map_err(sql_err)?;
+    tracing::debug!(
+        plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true),
+        "physical plan of {}", format.sql_path
+    );
+    let mut stream = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_err)?;
 
     let out_schema = schema.arrow();
     let n_out = out_schema.fields().len();
