@@ -58,9 +58,83 @@ fn as_str(a: &ArrayRef) -> datafusion::error::Result<StringArray> {
 /// Whether text is a flat JSON object with unique keys and scalar values (FOCUS KeyValueFormat).
 ///
 /// One pass of serde_json over the entries as they come (its own maps would keep the last of a
-/// duplicate key silently); duplicates are found by sorting the keys.
+/// duplicate key silently); duplicates are found by sorting the keys. Nothing is built: keys
+/// are borrowed from `text` unless they hold escapes, values are only classified.
 pub fn is_kv_json(text: &str) -> bool {
-    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::borrow::Cow;
+
+    /// A key as written, or decoded when it has escapes.
+    struct Key<'de>(Cow<'de, str>);
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> std::result::Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_string())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// Whether a value is a scalar (not an object or array); the value is skipped, not kept.
+    struct Scalar(bool);
+    impl<'de> Deserialize<'de> for Scalar {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Scalar;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a value")
+                }
+                fn visit_bool<E>(self, _: bool) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_i64<E>(self, _: i64) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_u64<E>(self, _: u64) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_f64<E>(self, _: f64) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_str<E>(self, _: &str) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_unit<E>(self) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_none<E>(self) -> std::result::Result<Scalar, E> {
+                    Ok(Scalar(true))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(
+                    self,
+                    mut s: A,
+                ) -> std::result::Result<Scalar, A::Error> {
+                    while s.next_element::<IgnoredAny>()?.is_some() {}
+                    Ok(Scalar(false))
+                }
+                fn visit_map<A: MapAccess<'de>>(
+                    self,
+                    mut m: A,
+                ) -> std::result::Result<Scalar, A::Error> {
+                    while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                    Ok(Scalar(false))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
     struct Flat;
     impl<'de> Visitor<'de> for Flat {
         type Value = bool;
@@ -68,11 +142,11 @@ pub fn is_kv_json(text: &str) -> bool {
             f.write_str("an object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> std::result::Result<bool, A::Error> {
-            let mut keys = Vec::new();
+            let mut keys: Vec<Cow<'de, str>> = Vec::new();
             let mut flat = true;
-            while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
-                flat &= !v.is_object() && !v.is_array();
-                keys.push(k);
+            while let Some((k, v)) = m.next_entry::<Key<'de>, Scalar>()? {
+                flat &= v.0;
+                keys.push(k.0);
             }
             keys.sort_unstable();
             Ok(flat && !keys.windows(2).any(|w| w[0] == w[1]))
@@ -599,6 +673,14 @@ mod tests {
         assert!(!is_kv_json("[1]"));
         assert!(!is_kv_json("not json"));
         assert!(!is_kv_json(r#"{"a":1} trailing"#));
+        // Keys compare decoded: an escaped spelling of a key is the same key.
+        assert!(!is_kv_json(r#"{"a":1,"\u0061":2}"#));
+        assert!(is_kv_json(r#"{"a\"b":1,"a":2,"e":1.5e300,"n":-3}"#));
+        assert!(!is_kv_json(r#"{"a":1,"b":[]}"#));
+        assert!(!is_kv_json(r#"{"a":{},"b":1}"#));
+        assert!(is_kv_json("{}"));
+        assert!(!is_kv_json(r#"{"a":1,}"#));
+        assert!(!is_kv_json(r#"{"a":[1,}"#));
         assert!(!is_kv_json(r#""just a string""#));
         assert!(is_kv_json("{}"));
         // The same key spelled with an escape is still a duplicate; distinct escaped keys are fine.
