@@ -241,6 +241,23 @@ impl<R: BufRead> CsvBatches<R> {
     /// Reads the next record with `csv_core` into `record`/`record_ends`; returns its field
     /// count and the line it started on, `None` at the end of the input.
     fn slow_record(&mut self) -> Result<Option<(usize, u64)>, CsvError> {
+        // Blank lines before the record are counted here: csv_core skips them too, but the
+        // record's line is taken before it reads. (Not before the header, where csv_core also
+        // strips a byte order mark that only the file's first bytes may carry.)
+        while self.header_read {
+            let input = self.input.fill_buf()?;
+            let blank = input
+                .iter()
+                .take_while(|&&b| b == b'\n' || b == b'\r')
+                .count();
+            let lines = memchr::memchr_iter(b'\n', &input[..blank]).count();
+            let whole = blank == input.len() && blank > 0;
+            self.input.consume(blank);
+            self.line += lines as u64;
+            if !whole {
+                break;
+            }
+        }
         let line = self.line;
         self.core.set_line(line);
         let (mut nout, mut nend) = (0, 0);
@@ -301,7 +318,8 @@ impl<R: BufRead> CsvBatches<R> {
             while self.columns.rows < BATCH_ROWS {
                 let rest = &input[pos..];
                 let Some(nl) = memchr::memchr(b'\n', rest) else {
-                    slow = true;
+                    // A block that ends at a line end is simply refilled.
+                    slow = !rest.is_empty() || input.is_empty();
                     break;
                 };
                 let text = &rest[..nl];
@@ -331,9 +349,18 @@ impl<R: BufRead> Iterator for CsvBatches<R> {
         }
         let step = (|| {
             if !self.header_read {
+                let header = self.slow_record()?;
                 self.header_read = true;
-                if self.slow_record()?.is_none() {
-                    return Ok(None);
+                match header {
+                    None => return Ok(None),
+                    Some((got, line)) if got != self.columns.slots.len() => {
+                        return Err(CsvError::FieldCount {
+                            line,
+                            expected: self.columns.slots.len(),
+                            got,
+                        });
+                    }
+                    Some(_) => {}
                 }
             }
             self.fill()?;
@@ -431,10 +458,11 @@ mod tests {
             (seed >> 33) as usize % m
         };
         let mut text = String::from("h0,h1,h2,h3\r\n");
-        for _ in 0..3000 {
+        // More rows than a batch holds; every kind of line end, blank lines among them.
+        for _ in 0..BATCH_ROWS + 900 {
             let row: Vec<&str> = (0..4).map(|_| cells[next(cells.len())]).collect();
             text.push_str(&row.join(","));
-            text.push_str(["\n", "\r\n", "\n\n"][next(3)]);
+            text.push_str(["\n", "\r\n", "\n\n", "\r", "\r\r\n", "\n\r\n"][next(6)]);
         }
         text.push_str("last,line,no,end");
         let theirs = arrow_csv(text.as_bytes(), 4);
@@ -461,6 +489,33 @@ mod tests {
                 "buffer of {capacity} bytes"
             );
         }
+    }
+
+    #[test]
+    fn blank_lines_before_a_bad_record_count_wherever_the_blocks_end() {
+        // LF, CRLF and CR CR LF blank lines, then a good record, more blank lines, a bad one.
+        let text = "a,b\n1,2\n\n\r\n\r\r\n3,4\n\n\r\n5\n6,7\n";
+        for capacity in 1..=text.len() {
+            let r = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+            let mut batches = CsvBatches::new(r, schema(2), None);
+            let err = batches.find_map(|r| r.err()).unwrap();
+            assert_eq!(
+                err.to_string(),
+                "incorrect number of fields for line 9, expected 2 got 1",
+                "buffer of {capacity} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_of_another_width_is_an_error_on_line_1() {
+        let err = CsvBatches::new("a,b\n1,2,3\n".as_bytes(), schema(3), None)
+            .find_map(|r| r.err())
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "incorrect number of fields for line 1, expected 3 got 2"
+        );
     }
 
     #[test]
