@@ -71,7 +71,13 @@ fn infallible(e: &Arc<dyn PhysicalExpr>) -> bool {
     } else if let Some(l) = e.downcast_ref::<LikeExpr>() {
         l.pattern().is::<Literal>()
     } else {
-        e.is::<IsNullExpr>() || e.is::<IsNotNullExpr>() || e.is::<NotExpr>() || e.is::<InListExpr>()
+        // A CASE DataFusion keeps (a literal lookup, one WHEN choosing a column) cannot fail
+        // when none of its parts can.
+        e.is::<IsNullExpr>()
+            || e.is::<IsNotNullExpr>()
+            || e.is::<NotExpr>()
+            || e.is::<InListExpr>()
+            || e.is::<CaseExpr>()
     };
     shape_ok && e.children().into_iter().all(infallible)
 }
@@ -406,6 +412,8 @@ mod tests {
         "CASE WHEN k < 0 THEN a WHEN k < -1 THEN b ELSE c END",
         "CASE WHEN NOT (a = 'Usage') AND b IS NOT NULL THEN CASE WHEN c LIKE '%y' THEN c ELSE b END ELSE 'none' END",
         "CASE WHEN a = 'x%y' THEN 1 WHEN a IS DISTINCT FROM b THEN k ELSE 0 END",
+        // A literal lookup (DataFusion's own) inside a flat CASE.
+        "CASE WHEN a = 'RI' THEN CASE b WHEN 'SP' THEN 'x' ELSE 'y' END WHEN c LIKE 'i-%' THEN 'inst' ELSE coalesce(b, c) END",
         // Arithmetic can fail, and so can a LIKE whose pattern is a column: DataFusion's CASE.
         "CASE WHEN a = 'RI' THEN m + m2 ELSE m END",
         "CASE WHEN a = 'RI' THEN b WHEN c LIKE b THEN c ELSE a END",
@@ -462,6 +470,10 @@ mod tests {
                 !case.contains("m + m2") && !case.contains("LIKE b"),
                 "{case} flattened: {flat}\n{shown}"
             );
+            if case.contains("CASE b WHEN") {
+                // The outer CASE itself, not only the coalesce inside it.
+                assert!(shown.contains("FLAT CASE WHEN a@"), "{shown}");
+            }
             flattened += flat as usize;
             let got = render(&df.collect().await.unwrap());
             let want = render(&plain.sql(&sql).await.unwrap().collect().await.unwrap());
