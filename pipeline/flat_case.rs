@@ -276,29 +276,21 @@ fn combine(mut sources: Vec<Source>, n: usize) -> Result<ColumnarValue> {
         let (a, b) = (datum(&sources[0].value)?, datum(&sources[1].value)?);
         return Ok(ColumnarValue::Array(zip(&mask, a.as_ref(), b.as_ref())?));
     }
-    // Per row, the source that took it; then one interleave (a scalar source is its row 0).
-    let mut from = vec![0u32; n];
+    // Per row, (source that took it, row in that source); a scalar source is its row 0.
+    let at = |s: usize, r: usize| match sources[s].value {
+        ColumnarValue::Scalar(_) => (s, 0),
+        ColumnarValue::Array(_) => (s, r),
+    };
+    let mut indices: Vec<(usize, usize)> = (0..n).map(|r| at(0, r)).collect();
     for (s, source) in sources.iter().enumerate().skip(1) {
         for r in source.rows.set_indices() {
-            from[r] = s as u32;
+            indices[r] = at(s, r);
         }
     }
     let arrays: Vec<ArrayRef> = sources
         .iter()
         .map(|s| s.value.to_array(1))
         .collect::<Result<_>>()?;
-    let scalar: Vec<bool> = sources
-        .iter()
-        .map(|s| matches!(s.value, ColumnarValue::Scalar(_)))
-        .collect();
-    let indices: Vec<(usize, usize)> = from
-        .iter()
-        .enumerate()
-        .map(|(r, &s)| {
-            let s = s as usize;
-            (s, if scalar[s] { 0 } else { r })
-        })
-        .collect();
     let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
     Ok(ColumnarValue::Array(interleave(&refs, &indices)?))
 }

@@ -9,6 +9,9 @@
 //! `filter_record_batch`). Wrapping each expression in [`Narrowed`] hands it a batch of just
 //! its own columns (an `Arc` clone each), so the short-circuit filters those few.
 //!
+//! Before narrowing, the rule flattens the expression's CASEs ([`crate::flat_case`]): both
+//! rewrite the same projection and filter expressions, so one pass over the plan does both.
+//!
 //! The rule runs after DataFusion's own rules: the wrapped expression's column indices refer
 //! to the narrowed batch, which no later rewrite would know about.
 
