@@ -407,8 +407,6 @@ pub async fn process_file(
         .filter(|(i, _)| !wanted.reads(*i))
         .map(|(_, n)| n.clone())
         .collect();
-    // JSON lines are parsed whole, record by record: nothing to skip there.
-    let wanted = (!matches!(file.kind, FileKind::Json | FileKind::JsonGz)).then_some(wanted);
     let text_schema = read::text_schema(&names);
     let adapted = adapter.apply(&RecordBatch::new_empty(text_schema.clone()));
     let adapted_names: Vec<String> = adapted
@@ -420,6 +418,17 @@ pub async fn process_file(
     let typer = Arc::new(
         Typer::new(format, &adapted_names, &names, &file.url, ingestion_id).keeping_refused_rows(),
     );
+    // Parquet doubles and timestamps the typer reads as numbers and times stay typed (the
+    // adapter's own sources stay text: it parses them).
+    let typed: Vec<bool> = typer
+        .typed_columns(names.len())
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t && !adapter.consumes(i))
+        .collect();
+    // JSON lines are parsed whole, record by record: nothing to skip there.
+    let wanted = (!matches!(file.kind, FileKind::Json | FileKind::JsonGz))
+        .then(|| wanted.keeping_typed(typed));
 
     // Reader → typed batches.
     let (tx, rx) = mpsc::channel::<Result<RecordBatch>>(4);

@@ -219,12 +219,16 @@ impl Adapter {
         &self.renamed
     }
 
-    /// Applies the adapter to one all-text batch.
+    /// Applies the adapter to one batch (text, but for columns the reader kept typed; the
+    /// columns the adapter consumes are always text).
     pub fn apply(&self, batch: &RecordBatch) -> RecordBatch {
+        // Columns keep the type the reader gave them (text, or Parquet numbers and times it
+        // handed over typed).
         let mut fields: Vec<Field> = self
             .renamed
             .iter()
-            .map(|n| Field::new(n, DataType::Utf8, true))
+            .zip(batch.columns())
+            .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
             .collect();
         let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
         if !self.tag_sources.is_empty() && !self.renamed.iter().any(|n| n == "tags") {

@@ -30,36 +30,80 @@ pub const BATCH_ROWS: usize = 8192;
 /// so the batch keeps the file's shape while a column no mapping reads costs nothing (a
 /// 100-column AWS CUR has about 55 of those: the Parquet reader skips their pages, the CSV
 /// reader builds no arrays for them).
+///
+/// A Parquet column may also be marked to stay typed: its doubles or timestamps then reach the
+/// typing step as they are (which gives them the very values their text would have given),
+/// instead of being written out as text only to be parsed back.
 #[derive(Debug, Clone)]
-pub struct Wanted(Arc<[bool]>);
+pub struct Wanted {
+    read: Arc<[bool]>,
+    typed: Arc<[bool]>,
+}
 
 impl Wanted {
     /// `wanted[i]`: whether column `i` of the file is read.
     pub fn new(wanted: Vec<bool>) -> Wanted {
-        Wanted(wanted.into())
+        Wanted {
+            read: wanted.into(),
+            typed: Arc::new([]),
+        }
+    }
+
+    /// Marks the columns (`typed[i]`) a Parquet reader may hand over as doubles or UTC
+    /// timestamps rather than as text.
+    pub fn keeping_typed(mut self, typed: Vec<bool>) -> Wanted {
+        self.typed = typed.into();
+        self
     }
 
     /// Whether column `i` is read.
     pub fn reads(&self, i: usize) -> bool {
-        self.0.get(i).copied().unwrap_or(true)
+        self.read.get(i).copied().unwrap_or(true)
     }
 
     fn indices(&self) -> Vec<usize> {
-        (0..self.0.len()).filter(|i| self.0[*i]).collect()
+        (0..self.read.len()).filter(|i| self.read[*i]).collect()
     }
 
-    /// A batch of the wanted columns (in file order) widened to `schema`, every column.
-    fn widen(&self, b: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
+    /// Whether column `i` may stay typed.
+    fn keeps_typed(&self, i: usize) -> bool {
+        self.typed.get(i).copied().unwrap_or(false)
+    }
+
+    /// A batch of the wanted columns (in file order) widened to the file's `names`, every
+    /// column; the columns not read are NULL text.
+    fn widen(&self, b: &RecordBatch, names: &[String]) -> RecordBatch {
         let mut read = b.columns().iter();
-        let cols: Vec<ArrayRef> = (0..self.0.len())
-            .map(|i| match self.0[i] {
+        let cols: Vec<ArrayRef> = (0..self.read.len())
+            .map(|i| match self.read[i] {
                 true => read.next().expect("one column per wanted index").clone(),
                 false => arrow::array::new_null_array(&DataType::Utf8, b.num_rows()),
             })
             .collect();
+        let schema = schema_of(names, &cols);
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
-        RecordBatch::try_new_with_options(schema.clone(), cols, &options)
-            .expect("text columns of one length")
+        RecordBatch::try_new_with_options(schema, cols, &options).expect("columns of one length")
+    }
+}
+
+/// The schema of columns named `names`, each field of its column's type.
+fn schema_of(names: &[String], cols: &[ArrayRef]) -> SchemaRef {
+    Arc::new(Schema::new(
+        names
+            .iter()
+            .zip(cols)
+            .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Whether a Parquet column of this type can reach the typing step as it is: doubles and
+/// timestamps in UTC (or without a zone, read as UTC, as their text would be).
+pub fn stays_typed(t: &DataType) -> bool {
+    match t {
+        DataType::Float64 => true,
+        DataType::Timestamp(_, tz) => tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00"),
+        _ => false,
     }
 }
 
@@ -521,7 +565,8 @@ pub async fn hash_object(loc: &Location, file: &DiscoveredFile) -> Result<FileDi
     .map_err(|e| loc.err("read", &file.path, e))
 }
 
-/// Opens a Parquet export; returns its column names and a stream of all-text batches.
+/// Opens a Parquet export; returns its column names and a stream of batches whose columns are
+/// text, but for those `wanted` keeps typed (see [`Wanted::keeping_typed`]).
 // `ParquetObjectReader` is deprecated in parquet 59 in favour of a hand-written `AsyncFileReader`;
 // it is still the reader DataFusion 55 itself uses, so tally keeps it until DataFusion moves.
 #[allow(deprecated)]
@@ -554,23 +599,27 @@ pub async fn open_parquet(
     }
     let url = file.url.clone();
     let stream = builder.build().map_err(bad)?;
-    let text_schema = text_schema(&names);
-    let read_schema = match &wanted {
-        Some(w) => Arc::new(text_schema.project(&w.indices()).expect("in range")),
-        None => text_schema.clone(),
+    let (read_names, keep): (Vec<String>, Vec<bool>) = match &wanted {
+        Some(w) => w
+            .indices()
+            .into_iter()
+            .map(|i| (names[i].clone(), w.keeps_typed(i)))
+            .unzip(),
+        None => (names.clone(), vec![false; names.len()]),
     };
+    let all_names = names.clone();
     let out = stream
         .map(move |b| {
             let b = b.map_err(|e| TallyError::BadFile {
                 file: url.clone(),
                 message: e.to_string(),
             })?;
-            let text = to_text(&b, read_schema.clone()).map_err(|m| TallyError::BadFile {
+            let text = to_text(&b, &read_names, &keep).map_err(|m| TallyError::BadFile {
                 file: url.clone(),
                 message: m,
             })?;
             Ok(match &wanted {
-                Some(w) => w.widen(&text, &text_schema),
+                Some(w) => w.widen(&text, &all_names),
                 None => text,
             })
         })
@@ -578,69 +627,80 @@ pub async fn open_parquet(
     Ok((names, out))
 }
 
-/// Turns every column of a batch into text. Map columns (CUR 2.0 `product`, `resource_tags`)
-/// become JSON objects; numbers keep their shortest exact text.
-fn to_text(b: &RecordBatch, schema: SchemaRef) -> std::result::Result<RecordBatch, String> {
+/// Turns every column of a batch into text, but those `keep` marks that [`stays_typed`] allows;
+/// the columns are named `names`.
+fn to_text(
+    b: &RecordBatch,
+    names: &[String],
+    keep: &[bool],
+) -> std::result::Result<RecordBatch, String> {
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
     for (i, c) in b.columns().iter().enumerate() {
-        let col: ArrayRef = match c.data_type() {
-            DataType::Utf8 => c.clone(),
-            // UTC instants as RFC 3339 text, each run of equal values formatted once.
-            DataType::Timestamp(_, tz)
-                if tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00") =>
-            {
-                let micros = arrow::compute::cast(
-                    c,
-                    &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
-                )
-                .map_err(|e| e.to_string())?;
-                let micros = micros
-                    .as_any()
-                    .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
-                    .expect("µs");
-                Arc::new(crate::timestamp::format_runs(
-                    micros,
-                    crate::timestamp::format_micros,
-                ))
-            }
-            DataType::Map(_, _) => Arc::new(map_to_json(
-                c.as_any().downcast_ref::<MapArray>().expect("map"),
-            )?),
-            DataType::Struct(_)
-            | DataType::List(_)
-            | DataType::LargeList(_)
-            | DataType::FixedSizeList(_, _) => {
-                let values = nested_values(c.as_ref())?;
-                let mut b = StringBuilder::with_capacity(values.len(), values.len() * 32);
-                for v in values {
-                    b.append_option((!v.is_null()).then(|| v.to_string()));
-                }
-                Arc::new(b.finish())
-            }
-            // Doubles (CUR Parquet's costs and rates) as their shortest round-trip text, the
-            // text arrow's cast gives them, written straight into one builder.
-            DataType::Float64 => {
-                let f = c.as_primitive::<arrow::datatypes::Float64Type>();
-                let mut b = StringBuilder::with_capacity(f.len(), f.len() * 12);
-                let mut text = ryu::Buffer::new();
-                for v in f.iter() {
-                    match v {
-                        Some(x) => b.append_value(text.format(x)),
-                        None => b.append_null(),
-                    }
-                }
-                Arc::new(b.finish())
-            }
-            _ => arrow::compute::cast(c, &DataType::Utf8).map_err(|e| {
-                format!(
-                    "column {:?}: cannot read as text: {e}",
-                    b.schema().field(i).name()
-                )
-            })?,
-        };
-        cols.push(col);
+        if keep.get(i).copied().unwrap_or(false) && stays_typed(c.data_type()) {
+            cols.push(c.clone());
+            continue;
+        }
+        cols.push(column_text(c).map_err(|e| {
+            format!(
+                "column {:?}: cannot read as text: {e}",
+                b.schema().field(i).name()
+            )
+        })?);
     }
-    RecordBatch::try_new(schema, cols).map_err(|e| e.to_string())
+    RecordBatch::try_new(schema_of(names, &cols), cols).map_err(|e| e.to_string())
+}
+
+/// One column as text. Map columns (CUR 2.0 `product`, `resource_tags`) become JSON objects;
+/// numbers keep their shortest exact text.
+pub fn column_text(c: &ArrayRef) -> std::result::Result<ArrayRef, String> {
+    Ok(match c.data_type() {
+        DataType::Utf8 => c.clone(),
+        // UTC instants as RFC 3339 text, each run of equal values formatted once.
+        DataType::Timestamp(_, tz) if tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00") => {
+            let micros = arrow::compute::cast(
+                c,
+                &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),
+            )
+            .map_err(|e| e.to_string())?;
+            let micros = micros
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampMicrosecondArray>()
+                .expect("µs");
+            Arc::new(crate::timestamp::format_runs(
+                micros,
+                crate::timestamp::format_micros,
+            ))
+        }
+        DataType::Map(_, _) => Arc::new(map_to_json(
+            c.as_any().downcast_ref::<MapArray>().expect("map"),
+        )?),
+        DataType::Struct(_)
+        | DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::FixedSizeList(_, _) => {
+            let values = nested_values(c.as_ref())?;
+            let mut b = StringBuilder::with_capacity(values.len(), values.len() * 32);
+            for v in values {
+                b.append_option((!v.is_null()).then(|| v.to_string()));
+            }
+            Arc::new(b.finish())
+        }
+        // Doubles (CUR Parquet's costs and rates) as their shortest round-trip text, the
+        // text arrow's cast gives them, written straight into one builder.
+        DataType::Float64 => {
+            let f = c.as_primitive::<arrow::datatypes::Float64Type>();
+            let mut b = StringBuilder::with_capacity(f.len(), f.len() * 12);
+            let mut text = ryu::Buffer::new();
+            for v in f.iter() {
+                match v {
+                    Some(x) => b.append_value(text.format(x)),
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        _ => arrow::compute::cast(c, &DataType::Utf8).map_err(|e| e.to_string())?,
+    })
 }
 
 /// Every row of a (nested) array as a JSON value; leaves become strings, exactly as their text.
@@ -770,8 +830,7 @@ mod tests {
         let col = Arc::new(arrow::array::Float64Array::from(values)) as ArrayRef;
         let schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Float64, true)]));
         let batch = RecordBatch::try_new(schema, vec![col.clone()]).unwrap();
-        let text_schema = Arc::new(Schema::new(vec![Field::new("c", DataType::Utf8, true)]));
-        let got = to_text(&batch, text_schema).unwrap();
+        let got = to_text(&batch, &["c".to_string()], &[false]).unwrap();
         let want = arrow::compute::cast(&col, &DataType::Utf8).unwrap();
         assert_eq!(got.column(0).as_string::<i32>(), want.as_string::<i32>());
         assert_eq!(

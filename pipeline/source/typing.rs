@@ -6,7 +6,14 @@
 //! guessed. Empty strings and the format's `@null_values` become NULL. Columns the SQL uses
 //! but the file lacks are added as NULL, so exports with fewer optional columns still map.
 //! The source's own cost total is summed here, before any mapping, for the reconciliation.
+//!
+//! Parquet doubles and timestamps may arrive typed rather than as text (see
+//! [`Typer::typed_columns`]). They are typed to exactly the values their text would have given:
+//! a double still goes through its shortest round-trip text and the decimal parser (no float
+//! arithmetic), and a timestamp is taken as it is only where its text is known to parse back to
+//! it (years 1000–9999, no null marker that reads as a time); others go through the text.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -65,6 +72,10 @@ pub struct Typer {
     file: String,
     ingestion_id: String,
     keep_refused: bool,
+    /// Instants whose RFC 3339 text parses back to them, so a typed timestamp in this range is
+    /// taken as it is (the text route would give the same value); `None` when a null marker
+    /// reads as a time, so every typed timestamp takes the text route.
+    exact_instants: Option<std::ops::RangeInclusive<i64>>,
 }
 
 /// The Arrow type tally gives every timestamp.
@@ -128,8 +139,34 @@ impl Typer {
             file: file.to_string(),
             ingestion_id: ingestion_id.to_string(),
             keep_refused: false,
+            exact_instants: (!format
+                .null_values
+                .iter()
+                .any(|v| timestamp::parse_micros(v).is_ok()))
+            .then(|| {
+                let at = |t: &str| timestamp::parse_micros(t).expect("a valid instant");
+                at("1000-01-01T00:00:00Z")..=at("9999-12-31T23:59:59.999999Z")
+            }),
             plan,
         }
+    }
+
+    /// Which of the `n` adapted columns a reader may hand over typed (Parquet doubles and
+    /// timestamps): the decimal and timestamp columns of the plan, but the source period, which
+    /// the reconciliation keys read as text row by row.
+    pub fn typed_columns(&self, n: usize) -> Vec<bool> {
+        let mut typed = vec![false; n];
+        for (_, kind, src) in &self.plan {
+            if let (Kind::Decimal | Kind::Timestamp, Some(i)) = (kind, src)
+                && Some(*i) != self.period
+                && Some(*i) != self.currency
+                && Some(*i) != self.account
+                && *i < n
+            {
+                typed[*i] = true;
+            }
+        }
+        typed
     }
 
     /// Keeps refused rows in the typed batches (their bad values NULL) instead of filtering them
@@ -150,7 +187,12 @@ impl Typer {
         if col.is_null(r) {
             return None;
         }
-        let v = col.value(r);
+        self.text_value(col.value(r))
+    }
+
+    /// A cell's text, `None` when it is empty or a null marker.
+    #[inline]
+    fn text_value<'a>(&self, v: &'a str) -> Option<&'a str> {
         if v.is_empty() || self.null_values.iter().any(|n| n == v) {
             None
         } else {
@@ -167,22 +209,35 @@ impl Typer {
         quarantine: &mut Vec<QuarantineRow>,
     ) -> RecordBatch {
         let n = batch.num_rows();
+        // A typed column the plan reads as text (not one `typed_columns` names, but the
+        // reader's choice is not the typer's to assume) becomes text when first read so.
+        let texts: Vec<std::cell::OnceCell<ArrayRef>> = (0..batch.num_columns())
+            .map(|_| Default::default())
+            .collect();
         let text_col = |i: usize| {
-            batch
-                .column(i)
-                .as_any()
+            let c = batch.column(i);
+            let c = if c.data_type() == &DataType::Utf8 {
+                c
+            } else {
+                texts[i].get_or_init(|| {
+                    // Only doubles and timestamps stay typed, and both always have text.
+                    crate::source::read::column_text(c).expect("typed columns have text")
+                })
+            };
+            c.as_any()
                 .downcast_ref::<StringArray>()
-                .expect("text batch")
+                .expect("text column")
         };
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.plan.len() + 1);
         let mut problems: Vec<(usize, String, String, String)> = Vec::new(); // row, column, reason, value
         for (name, kind, src) in &self.plan {
-            let col = src.map(text_col);
+            // Read as text only by the arms that read text (a typed column is not turned into it).
+            let col = || src.map(text_col);
             let shown = src
                 .map(|i| self.names[i].clone())
                 .unwrap_or_else(|| name.clone());
             match kind {
-                Kind::Text => match col {
+                Kind::Text => match col() {
                     // Most text columns hold no empty strings or null markers: hand the
                     // column over as it is, and otherwise only mask those values NULL.
                     Some(c) => {
@@ -196,13 +251,96 @@ impl Typer {
                     }
                     None => cols.push(arrow::array::new_null_array(&DataType::Utf8, n)),
                 },
-                Kind::Decimal => {
+                Kind::Decimal if src.is_some_and(|i| is_double(batch.column(i))) => {
+                    let f = batch
+                        .column(src.expect("checked"))
+                        .as_primitive::<arrow::datatypes::Float64Type>();
                     let mut b = Decimal128Builder::with_capacity(n);
+                    let mut text = ryu::Buffer::new();
+                    // Rates and prices repeat row after row: the last double typed, by its bits.
+                    let mut last: Option<(u64, i128)> = None;
+                    for r in 0..n {
+                        if f.is_null(r) {
+                            b.append_null();
+                            continue;
+                        }
+                        let x = f.value(r);
+                        if let Some((bits, v)) = last
+                            && bits == x.to_bits()
+                        {
+                            b.append_value(v);
+                            continue;
+                        }
+                        // The very text the reader would have written for it.
+                        let t = text.format(x);
+                        if self.null_values.iter().any(|v| v == t) {
+                            b.append_null();
+                            continue;
+                        }
+                        match decimal::parse(t) {
+                            Ok(v) => {
+                                last = Some((x.to_bits(), v));
+                                b.append_value(v)
+                            }
+                            Err(e) => {
+                                problems.push((r, shown.clone(), e, t.to_string()));
+                                b.append_null();
+                            }
+                        }
+                    }
+                    let a = b
+                        .finish()
+                        .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
+                        .expect("type");
+                    cols.push(Arc::new(a));
+                }
+                Kind::Timestamp if src.is_some_and(|i| is_instant(batch.column(i))) => {
+                    let micros = arrow::compute::cast(
+                        batch.column(src.expect("checked")),
+                        &DataType::Timestamp(TimeUnit::Microsecond, None),
+                    )
+                    .expect("timestamps cast to microseconds");
+                    let micros =
+                        micros.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+                    let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                    for r in 0..n {
+                        if micros.is_null(r) {
+                            b.append_null();
+                            continue;
+                        }
+                        let m = micros.value(r);
+                        if self.exact_instants.as_ref().is_some_and(|x| x.contains(&m)) {
+                            b.append_value(m);
+                            continue;
+                        }
+                        let t = timestamp::format_micros(m);
+                        match self.text_value(&t).map(timestamp::parse_micros) {
+                            None => b.append_null(),
+                            Some(Ok(v)) => b.append_value(v),
+                            Some(Err(e)) => {
+                                problems.push((r, shown.clone(), e, t));
+                                b.append_null();
+                            }
+                        }
+                    }
+                    cols.push(Arc::new(b.finish()));
+                }
+                Kind::Decimal => {
+                    let col = col();
+                    let mut b = Decimal128Builder::with_capacity(n);
+                    // Rates and prices repeat row after row: the last text parsed.
+                    let mut last: Option<(&str, i128)> = None;
                     for r in 0..n {
                         match col.and_then(|c| self.text(c, r)) {
                             None => b.append_null(),
+                            Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
+                                b.append_value(last.expect("checked").1)
+                            }
                             Some(t) => match decimal::parse(t) {
-                                Ok(v) => b.append_value(v),
+                                Ok(v) => {
+                                    last = Some((t, v));
+                                    b.append_value(v)
+                                }
                                 Err(e) => {
                                     problems.push((r, shown.clone(), e, t.to_string()));
                                     b.append_null();
@@ -217,6 +355,7 @@ impl Typer {
                     cols.push(Arc::new(a));
                 }
                 Kind::Timestamp => {
+                    let col = col();
                     let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
                     // Exports repeat a time row after row (the hour, the billing period).
                     let mut last: Option<(&str, i64)> = None;
@@ -260,7 +399,7 @@ impl Typer {
                 Some(a) => a.is_valid(r).then(|| a.value(r)),
                 None => self
                     .text_at(batch, self.total, r)
-                    .and_then(|t| decimal::parse(t).ok()),
+                    .and_then(|t| decimal::parse(&t).ok()),
             }
         };
         let mut keys = KeyMemo::default();
@@ -311,7 +450,7 @@ impl Typer {
             let (key, amount) = (keys.key(self, batch, r).clone(), amount_at(r));
             let account = self
                 .text_at(batch, self.account, r)
-                .map(str::to_string)
+                .map(Cow::into_owned)
                 .unwrap_or_else(|| crate::quarantine::unknown_in(&self.file));
             let period = if key.1 == "unknown" {
                 crate::quarantine::unknown_in(&self.file)
@@ -353,13 +492,19 @@ impl Typer {
     }
 
     /// The text of column `i` (when the file has it) in row `r`, NULL markers as `None`.
-    fn text_at<'a>(&self, batch: &'a RecordBatch, i: Option<usize>, r: usize) -> Option<&'a str> {
-        let col = batch
-            .column(i?)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("text batch");
-        self.text(col, r)
+    fn text_at<'a>(
+        &self,
+        batch: &'a RecordBatch,
+        i: Option<usize>,
+        r: usize,
+    ) -> Option<Cow<'a, str>> {
+        let col = batch.column(i?);
+        match col.as_any().downcast_ref::<StringArray>() {
+            Some(c) => self.text(c, r).map(Cow::Borrowed),
+            None => cell_text(col, r)
+                .filter(|t| self.text_value(t).is_some())
+                .map(Cow::Owned),
+        }
     }
 
     /// The reconciliation key of a row with this period and currency text.
@@ -387,17 +532,43 @@ impl Typer {
     fn record_json(&self, batch: &RecordBatch, r: usize) -> String {
         let mut m = serde_json::Map::new();
         for (i, name) in self.names.iter().enumerate() {
-            let c = batch
-                .column(i)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .expect("text");
-            if !c.is_null(r) && !c.value(r).is_empty() {
-                m.insert(name.clone(), c.value(r).into());
+            let col = batch.column(i);
+            match col.as_any().downcast_ref::<StringArray>() {
+                Some(c) => {
+                    if !c.is_null(r) && !c.value(r).is_empty() {
+                        m.insert(name.clone(), c.value(r).into());
+                    }
+                }
+                None => {
+                    if let Some(t) = cell_text(col, r).filter(|t| !t.is_empty()) {
+                        m.insert(name.clone(), t.into());
+                    }
+                }
             }
         }
         serde_json::Value::Object(m).to_string()
     }
+}
+
+/// Whether a column arrived as Parquet doubles.
+fn is_double(c: &ArrayRef) -> bool {
+    c.data_type() == &DataType::Float64
+}
+
+/// Whether a column arrived as Parquet timestamps the reader may hand over typed.
+fn is_instant(c: &ArrayRef) -> bool {
+    matches!(c.data_type(), DataType::Timestamp(..))
+        && crate::source::read::stays_typed(c.data_type())
+}
+
+/// The text the reader would have written for one cell of a typed column (`None` when NULL).
+fn cell_text(col: &ArrayRef, r: usize) -> Option<String> {
+    if col.is_null(r) {
+        return None;
+    }
+    let text = crate::source::read::column_text(&col.slice(r, 1)).ok()?;
+    let text = text.as_any().downcast_ref::<StringArray>()?;
+    text.is_valid(0).then(|| text.value(0).to_string())
 }
 
 /// The last row's period and currency text and the key built from them: consecutive rows of
@@ -411,6 +582,7 @@ impl KeyMemo {
     fn key(&mut self, typer: &Typer, batch: &RecordBatch, r: usize) -> &TotalKey {
         let period = typer.text_at(batch, typer.period, r);
         let currency = typer.text_at(batch, typer.currency, r);
+        let (period, currency) = (period.as_deref(), currency.as_deref());
         let same = self
             .last
             .as_ref()
@@ -424,5 +596,170 @@ impl KeyMemo {
             ));
         }
         &self.last.as_ref().expect("set above").2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, TimestampNanosecondArray};
+
+    fn format(null_values: &str) -> Format {
+        let sql = format!(
+            "-- @format: t\n-- @provider: p\n-- @layout: plain\n-- @detect: cost\n-- @text: account, currency\n\
+             -- @decimal: cost, rate\n-- @timestamp: period, start, end\n\
+             -- @source_total: cost\n-- @source_currency: currency\n\
+             -- @source_period: period\n-- @source_account: account\n{null_values}\
+             SELECT account, currency, cost, rate, period, start, end FROM raw\n"
+        );
+        Format::parse("t.sql", sql).unwrap()
+    }
+
+    /// Typed doubles and timestamps must type exactly as their text would: same values, same
+    /// NULLs, same quarantined rows with the same reasons, values and records.
+    #[test]
+    fn typed_parquet_columns_type_as_their_text_does() {
+        let names: Vec<String> = [
+            "account", "currency", "cost", "rate", "period", "start", "end",
+        ]
+        .map(String::from)
+        .into();
+        let at = |t: &str| timestamp::parse_micros(t).unwrap();
+        // Repeated values too: the typer keeps the last one typed.
+        let costs = Float64Array::from(vec![
+            Some(0.1 + 0.2),
+            Some(0.1 + 0.2),
+            Some(-0.0),
+            Some(f64::NAN),
+            Some(f64::NAN),
+            Some(12.5),
+            Some(12.5),
+            Some(1.5e21),
+            Some(5e-324),
+            Some(f64::INFINITY),
+        ]);
+        let rates = Float64Array::from(vec![
+            Some(1e-7),
+            Some(3.0),
+            None,
+            Some(3.0),
+            Some(f64::NEG_INFINITY),
+            Some(2.0),
+            Some(2.0),
+            Some(0.0),
+            Some(1.0),
+            Some(1.0),
+        ]);
+        // Microseconds reach years no text can be parsed back from (quarantined both ways).
+        let starts = arrow::array::TimestampMicrosecondArray::from(vec![
+            Some(at("2026-01-01T00:00:00Z")),
+            Some(at("2026-01-01T01:00:00.123456Z")),
+            None,
+            Some(at("0999-12-31T23:00:00Z")),
+            Some(at("1000-01-01T00:00:00Z")),
+            Some(i64::MAX),
+            Some(at("9999-12-31T23:59:59.999999Z") + 1),
+            Some(at("9999-12-31T23:59:59.999999Z")),
+            None,
+            Some(at("2026-01-01T00:00:00Z")),
+        ])
+        .with_timezone("UTC");
+        // Nanoseconds without a zone are cut to microseconds, as their text is.
+        let ends = TimestampNanosecondArray::from(vec![
+            Some(at("2026-01-01T01:00:00Z") * 1000),
+            Some(at("2026-01-01T01:00:00.123456Z") * 1000 + 789),
+            Some(-1),
+            Some(-1001),
+            None,
+            Some(i64::MAX),
+            Some(i64::MIN),
+            Some(0),
+            Some(1),
+            None,
+        ]);
+        let period = StringArray::from(vec![Some("2026-01-01T00:00:00Z"); 10]);
+        let typed_cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![Some("0012"); 10])),
+            Arc::new(StringArray::from(vec![Some("USD"); 10])),
+            Arc::new(costs),
+            Arc::new(rates),
+            Arc::new(period),
+            Arc::new(starts),
+            Arc::new(ends),
+        ];
+        let text_cols: Vec<ArrayRef> = typed_cols
+            .iter()
+            .map(|c| crate::source::read::column_text(c).unwrap())
+            .collect();
+        let batch = |cols: Vec<ArrayRef>| {
+            let fields: Vec<Field> = names
+                .iter()
+                .zip(&cols)
+                .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
+                .collect();
+            RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
+        };
+        for nulls in [
+            "",
+            "-- @null_values: NaN\n",
+            "-- @null_values: 2026-01-01T00:00Z\n",
+        ] {
+            let f = format(nulls);
+            let typer =
+                Typer::new(&f, &names, &names, "file:///t.parquet", "i").keeping_refused_rows();
+            assert_eq!(
+                typer.typed_columns(names.len()),
+                [false, false, true, true, false, true, true],
+                "the source period stays text"
+            );
+            let run = |b: &RecordBatch| {
+                let (mut tally, mut q) = (SourceTally::default(), Vec::new());
+                let out = typer.apply(b, 1, &mut tally, &mut q);
+                let q: Vec<_> = q
+                    .iter()
+                    .map(|q| {
+                        (
+                            q.row,
+                            q.column.clone(),
+                            q.reason.clone(),
+                            q.value.clone(),
+                            q.record.clone(),
+                        )
+                    })
+                    .collect();
+                (out, tally.totals, tally.unparseable_amounts, q)
+            };
+            let (typed_out, typed_totals, typed_bad, typed_q) = run(&batch(typed_cols.clone()));
+            let (text_out, text_totals, text_bad, text_q) = run(&batch(text_cols.clone()));
+            assert_eq!(typed_out, text_out, "null markers {nulls:?}");
+            assert_eq!(typed_totals, text_totals);
+            assert_eq!(typed_bad, text_bad);
+            assert_eq!(typed_q, text_q);
+            // The cases above reach every branch: quarantined doubles and times, and both.
+            assert!(typed_q.iter().any(|q| q.1 == "cost"), "{typed_q:?}");
+            assert!(typed_q.iter().any(|q| q.1 == "start"), "{typed_q:?}");
+        }
+    }
+
+    #[test]
+    fn instants_in_the_exact_range_parse_back_from_their_text() {
+        let f = format("");
+        let names: Vec<String> = ["period"].map(String::from).into();
+        let typer = Typer::new(&f, &names, &names, "f", "i");
+        let range = typer.exact_instants.clone().unwrap();
+        // A deterministic spread over the whole range, its ends and sub-second values.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let span = (range.end() - range.start()) as u64;
+        let mut probes = vec![*range.start(), *range.end(), 0, -1, 1];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            probes.push(range.start() + (x % span) as i64);
+        }
+        for m in probes {
+            let text = timestamp::format_micros(m);
+            assert_eq!(timestamp::parse_micros(&text), Ok(m), "{text}");
+        }
     }
 }
