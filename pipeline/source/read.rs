@@ -3,7 +3,9 @@
 //! CSV and CSV.gz are decoded by [`super::csv`] on a blocking thread that pulls the object's
 //! bytes from the store as it goes (and hashes them on the way); Parquet is read row group by
 //! row group and every column is turned into text, so all formats reach the mapping the same
-//! way: every column a string, read exactly as written. JSON lines (BigQuery's export) are read
+//! way: every column a string, read exactly as written. The one exception: Parquet doubles and
+//! timestamps the typer will type anyway may stay typed ([`Wanted::keeping_typed`]); the typer
+//! gives them exactly the values their text would have. JSON lines (BigQuery's export) are read
 //! line by line; their numbers are taken as the text written, never through a float. Nested
 //! values — Parquet structs, lists and maps, JSON objects and arrays — become JSON text whose
 //! leaves are strings, so a layout can take `usage.amount` out of `usage` exactly.
