@@ -607,10 +607,10 @@ mod tests {
     fn format(null_values: &str) -> Format {
         let sql = format!(
             "-- @format: t\n-- @provider: p\n-- @layout: plain\n-- @detect: cost\n-- @text: account, currency\n\
-             -- @decimal: cost, rate\n-- @timestamp: period, start, end\n\
+             -- @decimal: cost, rate\n-- @timestamp: period, start, end, at_ms\n\
              -- @source_total: cost\n-- @source_currency: currency\n\
              -- @source_period: period\n-- @source_account: account\n{null_values}\
-             SELECT account, currency, cost, rate, period, start, end FROM raw\n"
+             SELECT account, currency, cost, rate, period, start, end, at_ms FROM raw\n"
         );
         Format::parse("t.sql", sql).unwrap()
     }
@@ -620,7 +620,7 @@ mod tests {
     #[test]
     fn typed_parquet_columns_type_as_their_text_does() {
         let names: Vec<String> = [
-            "account", "currency", "cost", "rate", "period", "start", "end",
+            "account", "currency", "cost", "rate", "period", "start", "end", "at_ms",
         ]
         .map(String::from)
         .into();
@@ -686,6 +686,15 @@ mod tests {
             Arc::new(period),
             Arc::new(starts),
             Arc::new(ends),
+            // Milliseconds in a "+00:00" zone.
+            Arc::new(
+                arrow::array::TimestampMillisecondArray::from(
+                    (0..10)
+                        .map(|i| (i != 3).then(|| at("2026-01-01T00:00:00Z") / 1000 + i * 1001))
+                        .collect::<Vec<_>>(),
+                )
+                .with_timezone("+00:00"),
+            ),
         ];
         let text_cols: Vec<ArrayRef> = typed_cols
             .iter()
@@ -699,17 +708,19 @@ mod tests {
                 .collect();
             RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
         };
+        // The last marker is the text of instants in `start` and `at_ms`: typed, they must
+        // still become NULL (so no typed timestamp may skip its text).
         for nulls in [
             "",
             "-- @null_values: NaN\n",
-            "-- @null_values: 2026-01-01T00:00Z\n",
+            "-- @null_values: 2026-01-01T00:00:00Z\n",
         ] {
             let f = format(nulls);
             let typer =
                 Typer::new(&f, &names, &names, "file:///t.parquet", "i").keeping_refused_rows();
             assert_eq!(
                 typer.typed_columns(names.len()),
-                [false, false, true, true, false, true, true],
+                [false, false, true, true, false, true, true, true],
                 "the source period stays text"
             );
             let run = |b: &RecordBatch| {
