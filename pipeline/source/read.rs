@@ -102,11 +102,12 @@ fn schema_of(names: &[String], cols: &[ArrayRef]) -> SchemaRef {
 /// Whether a Parquet column of this type can reach the typing step as it is: doubles and
 /// timestamps in UTC (or without a zone, read as UTC, as their text would be).
 pub fn stays_typed(t: &DataType) -> bool {
-    match t {
-        DataType::Float64 => true,
-        DataType::Timestamp(_, tz) => tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00"),
-        _ => false,
-    }
+    t == &DataType::Float64 || is_utc_instant(t)
+}
+
+/// Whether a type holds instants in UTC: timestamps zoned "UTC" or "+00:00", or without a zone.
+pub fn is_utc_instant(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(_, tz) if tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00"))
 }
 
 /// An object's bytes. A local file is read directly, in blocks of [`LOCAL_BLOCK`]:
@@ -658,7 +659,7 @@ pub fn column_text(c: &ArrayRef) -> std::result::Result<ArrayRef, String> {
     Ok(match c.data_type() {
         DataType::Utf8 => c.clone(),
         // UTC instants as RFC 3339 text, each run of equal values formatted once.
-        DataType::Timestamp(_, tz) if tz.as_deref().is_none_or(|z| z == "UTC" || z == "+00:00") => {
+        t if is_utc_instant(t) => {
             let micros = arrow::compute::cast(
                 c,
                 &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, None),

@@ -229,7 +229,7 @@ impl Typer {
                 .expect("text column")
         };
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.plan.len() + 1);
-        let mut problems: Vec<(usize, String, String, String)> = Vec::new(); // row, column, reason, value
+        let mut problems: Vec<Problem> = Vec::new();
         for (name, kind, src) in &self.plan {
             // Read as text only by the arms that read text (a typed column is not turned into it).
             let col = || src.map(text_col);
@@ -277,22 +277,13 @@ impl Typer {
                             b.append_null();
                             continue;
                         }
-                        match decimal::parse(t) {
-                            Ok(v) => {
-                                last = Some((x.to_bits(), v));
-                                b.append_value(v)
-                            }
-                            Err(e) => {
-                                problems.push((r, shown.clone(), e, t.to_string()));
-                                b.append_null();
-                            }
+                        let parsed = decimal::parse(t);
+                        if let Some(v) = push_parsed(&mut b, t, parsed, (r, &shown), &mut problems)
+                        {
+                            last = Some((x.to_bits(), v));
                         }
                     }
-                    let a = b
-                        .finish()
-                        .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
-                        .expect("type");
-                    cols.push(Arc::new(a));
+                    cols.push(finish_decimals(b));
                 }
                 Kind::Timestamp if src.is_some_and(|i| is_instant(batch.column(i))) => {
                     let micros = arrow::compute::cast(
@@ -314,12 +305,11 @@ impl Typer {
                             continue;
                         }
                         let t = timestamp::format_micros(m);
-                        match self.text_value(&t).map(timestamp::parse_micros) {
+                        match self.text_value(&t) {
                             None => b.append_null(),
-                            Some(Ok(v)) => b.append_value(v),
-                            Some(Err(e)) => {
-                                problems.push((r, shown.clone(), e, t));
-                                b.append_null();
+                            Some(t) => {
+                                let parsed = timestamp::parse_micros(t);
+                                push_parsed(&mut b, t, parsed, (r, &shown), &mut problems);
                             }
                         }
                     }
@@ -336,23 +326,17 @@ impl Typer {
                             Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
                                 b.append_value(last.expect("checked").1)
                             }
-                            Some(t) => match decimal::parse(t) {
-                                Ok(v) => {
+                            Some(t) => {
+                                let parsed = decimal::parse(t);
+                                if let Some(v) =
+                                    push_parsed(&mut b, t, parsed, (r, &shown), &mut problems)
+                                {
                                     last = Some((t, v));
-                                    b.append_value(v)
                                 }
-                                Err(e) => {
-                                    problems.push((r, shown.clone(), e, t.to_string()));
-                                    b.append_null();
-                                }
-                            },
+                            }
                         }
                     }
-                    let a = b
-                        .finish()
-                        .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
-                        .expect("type");
-                    cols.push(Arc::new(a));
+                    cols.push(finish_decimals(b));
                 }
                 Kind::Timestamp => {
                     let col = col();
@@ -365,16 +349,14 @@ impl Typer {
                             Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
                                 b.append_value(last.expect("checked").1)
                             }
-                            Some(t) => match timestamp::parse_micros(t) {
-                                Ok(v) => {
+                            Some(t) => {
+                                let parsed = timestamp::parse_micros(t);
+                                if let Some(v) =
+                                    push_parsed(&mut b, t, parsed, (r, &shown), &mut problems)
+                                {
                                     last = Some((t, v));
-                                    b.append_value(v)
                                 }
-                                Err(e) => {
-                                    problems.push((r, shown.clone(), e, t.to_string()));
-                                    b.append_null();
-                                }
-                            },
+                            }
                         }
                     }
                     cols.push(Arc::new(b.finish()));
@@ -550,6 +532,40 @@ impl Typer {
     }
 }
 
+/// A value that did not parse: (row, column as the file names it, reason, the value's text).
+type Problem = (usize, String, String, String);
+
+/// Appends what `t` parsed to (`parsed`), or NULL and a problem for row `at.0`, column `at.1`
+/// when it did not parse; returns the value when it did.
+fn push_parsed<T: arrow::datatypes::ArrowPrimitiveType>(
+    b: &mut arrow::array::PrimitiveBuilder<T>,
+    t: &str,
+    parsed: Result<T::Native, String>,
+    at: (usize, &str),
+    problems: &mut Vec<Problem>,
+) -> Option<T::Native> {
+    match parsed {
+        Ok(v) => {
+            b.append_value(v);
+            Some(v)
+        }
+        Err(e) => {
+            problems.push((at.0, at.1.to_string(), e, t.to_string()));
+            b.append_null();
+            None
+        }
+    }
+}
+
+/// The typed column of a decimal builder: Decimal128(38,18).
+fn finish_decimals(mut b: Decimal128Builder) -> ArrayRef {
+    Arc::new(
+        b.finish()
+            .with_precision_and_scale(decimal::PRECISION, decimal::SCALE)
+            .expect("type"),
+    )
+}
+
 /// Whether a column arrived as Parquet doubles.
 fn is_double(c: &ArrayRef) -> bool {
     c.data_type() == &DataType::Float64
@@ -557,8 +573,7 @@ fn is_double(c: &ArrayRef) -> bool {
 
 /// Whether a column arrived as Parquet timestamps the reader may hand over typed.
 fn is_instant(c: &ArrayRef) -> bool {
-    matches!(c.data_type(), DataType::Timestamp(..))
-        && crate::source::read::stays_typed(c.data_type())
+    crate::source::read::is_utc_instant(c.data_type())
 }
 
 /// The text the reader would have written for one cell of a typed column (`None` when NULL).
