@@ -1,8 +1,8 @@
 //! One run at a time per output: a lock object at `<output>/_tally/lock`.
 //!
 //! Taken with a conditional create (`If-None-Match: *` on S3, an exclusive create on a file
-//! system) and read back after 200 ms (for servers whose conditional create is not atomic), so of
-//! two runs starting together exactly one gets it. The holder rewrites it every
+//! system) and, on object stores, read back after 200 ms (for servers whose conditional create
+//! is not atomic), so of two runs starting together exactly one gets it. The holder rewrites it every
 //! [`HEARTBEAT`] with the time; a lock whose last heartbeat is older than the stale limit
 //! (`TALLY_LOCK_STALE_SECS`, default 120) belonged to a run that died (SIGKILL, lost machine) and
 //! is taken over. Delta's own optimistic commit check still guards the tables underneath; the
@@ -106,8 +106,9 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
         match put {
             // Some S3-compatible servers check `If-None-Match` and write in two steps, so two
             // simultaneous creates can both succeed. The last write is what stays: read it back
-            // after a moment, and only the run that finds its own id goes on.
-            Ok(_) if still_ours(out, &path, run_id).await? => break,
+            // after a moment, and only the run that finds its own id goes on. A local create
+            // (exclusive open, then a hard link) cannot succeed twice, so it needs no second look.
+            Ok(_) if out.is_local() || still_ours(out, &path, run_id).await? => break,
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {}
@@ -175,5 +176,47 @@ impl RunLock {
         if let Err(e) = self.loc.store.delete(&self.path).await {
             warn!(error = %e, "could not remove the run lock; it goes stale on its own");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a local output the lock is taken without the read-back pause, so it must rest on the
+    /// exclusive create alone: of many runs starting at once, exactly one holds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_simultaneous_local_runs_exactly_one_takes_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let out = crate::storage::open(&url).unwrap();
+        assert!(out.is_local());
+        let tries: Vec<_> = (0..8)
+            .map(|i| {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    acquire(&out, &format!("run-{i}"), "job", Duration::ZERO).await
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        let mut busy = 0;
+        for t in tries {
+            match t.await.unwrap() {
+                Ok(lock) => held.push(lock),
+                Err(TallyError::Busy { .. }) => busy += 1,
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!((held.len(), busy), (1, 7));
+        let holder = read(&out, &held[0].path).await.unwrap().unwrap().0.unwrap();
+        assert!(holder.run_id.starts_with("run-"));
+        held.pop().unwrap().release().await;
+        // Released: the next run takes it at once.
+        acquire(&out, "run-next", "job", Duration::ZERO)
+            .await
+            .unwrap()
+            .release()
+            .await;
     }
 }

@@ -32,9 +32,14 @@ impl std::fmt::Debug for Location {
 }
 
 impl Location {
+    /// Whether this is the local file system (`file://`), where a create-if-absent is atomic.
+    pub fn is_local(&self) -> bool {
+        self.store_url == "file://"
+    }
+
     /// The full URL of an object inside this store.
     pub fn url_of(&self, path: &Path) -> String {
-        if self.store_url == "file://" {
+        if self.is_local() {
             format!("file:///{path}")
         } else {
             format!("{}/{path}", self.store_url)
