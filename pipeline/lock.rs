@@ -1,8 +1,8 @@
 //! One run at a time per output: a lock object at `<output>/_tally/lock`.
 //!
 //! Taken with a conditional create (`If-None-Match: *` on S3, an exclusive create on a file
-//! system) and, on object stores, read back after 200 ms (for servers whose conditional create
-//! is not atomic), so of two runs starting together exactly one gets it. The holder rewrites it every
+//! system) and read back after 200 ms (for servers whose conditional create is not atomic), so of
+//! two runs starting together exactly one gets it. The holder rewrites it every
 //! [`HEARTBEAT`] with the time; a lock whose last heartbeat is older than the stale limit
 //! (`TALLY_LOCK_STALE_SECS`, default 120) belonged to a run that died (SIGKILL, lost machine) and
 //! is taken over. Delta's own optimistic commit check still guards the tables underneath; the
@@ -106,9 +106,8 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
         match put {
             // Some S3-compatible servers check `If-None-Match` and write in two steps, so two
             // simultaneous creates can both succeed. The last write is what stays: read it back
-            // after a moment, and only the run that finds its own id goes on. A local create
-            // (exclusive open, then a hard link) cannot succeed twice, so it needs no second look.
-            Ok(_) if out.is_local() || still_ours(out, &path, run_id).await? => break,
+            // after a moment, and only the run that finds its own id goes on.
+            Ok(_) if still_ours(out, &path, run_id).await? => break,
             Ok(_) => {}
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {}
@@ -183,14 +182,14 @@ impl RunLock {
 mod tests {
     use super::*;
 
-    /// On a local output the lock is taken without the read-back pause, so it must rest on the
-    /// exclusive create alone: of many runs starting at once, exactly one holds it.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn of_simultaneous_local_runs_exactly_one_takes_the_lock() {
+    fn local_output() -> (tempfile::TempDir, Location) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", dir.path().display());
-        let out = crate::storage::open(&url).unwrap();
-        assert!(out.is_local());
+        let out = crate::storage::open(&format!("file://{}", dir.path().display())).unwrap();
+        (dir, out)
+    }
+
+    /// Eight runs that start at once, all with `--wait-lock 0`: exactly one takes the lock.
+    async fn race(out: &Location) -> Vec<RunLock> {
         let tries: Vec<_> = (0..8)
             .map(|i| {
                 let out = out.clone();
@@ -200,15 +199,23 @@ mod tests {
             })
             .collect();
         let mut held = Vec::new();
-        let mut busy = 0;
         for t in tries {
             match t.await.unwrap() {
                 Ok(lock) => held.push(lock),
-                Err(TallyError::Busy { .. }) => busy += 1,
+                Err(TallyError::Busy { holder, .. }) => {
+                    assert!(holder.contains("run-"), "{holder}")
+                }
                 Err(e) => panic!("unexpected error: {e}"),
             }
         }
-        assert_eq!((held.len(), busy), (1, 7));
+        held
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_simultaneous_runs_exactly_one_takes_the_lock() {
+        let (_dir, out) = local_output();
+        let mut held = race(&out).await;
+        assert_eq!(held.len(), 1);
         let holder = read(&out, &held[0].path).await.unwrap().unwrap().0.unwrap();
         assert!(holder.run_id.starts_with("run-"));
         held.pop().unwrap().release().await;
@@ -218,5 +225,31 @@ mod tests {
             .unwrap()
             .release()
             .await;
+    }
+
+    /// Runs that all find a dead run's lock each remove it and create their own, so one may
+    /// remove the lock another has just created; the read-back still lets exactly one go on.
+    /// (Skipping the read-back on local outputs, as a49ff10 did, let two to five runs go on in
+    /// each of six trials.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn of_simultaneous_takeovers_of_a_stale_lock_exactly_one_holds_it() {
+        let (_dir, out) = local_output();
+        let path = out.path.clone().join("_tally").join("lock");
+        let dead = LockInfo {
+            run_id: "dead".into(),
+            job: "job".into(),
+            owner: "elsewhere:1".into(),
+            heartbeat_at: (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339(),
+        };
+        out.store
+            .put(&path, serde_json::to_vec(&dead).unwrap().into())
+            .await
+            .unwrap();
+        let mut held = race(&out).await;
+        assert_eq!(held.len(), 1, "exactly one run holds the lock");
+        let holder = read(&out, &path).await.unwrap().unwrap().0.unwrap();
+        assert_ne!(holder.run_id, "dead");
+        held.pop().unwrap().release().await;
+        assert!(read(&out, &path).await.unwrap().is_none(), "released");
     }
 }
