@@ -169,6 +169,34 @@ impl Typer {
         typed
     }
 
+    /// Appends each of the `n` rows of a text column (NULL when absent, empty or a null marker) parsed by
+    /// `parse`, recording values that do not parse in `problems`; a run of equal texts is
+    /// parsed once.
+    fn parse_texts<T: arrow::datatypes::ArrowPrimitiveType>(
+        &self,
+        n: usize,
+        col: Option<&StringArray>,
+        b: &mut arrow::array::PrimitiveBuilder<T>,
+        parse: impl Fn(&str) -> std::result::Result<T::Native, String>,
+        shown: &str,
+        problems: &mut Vec<Problem>,
+    ) {
+        let mut last: Option<(&str, T::Native)> = None;
+        for r in 0..n {
+            match col.and_then(|c| self.text(c, r)) {
+                None => b.append_null(),
+                Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
+                    b.append_value(last.expect("checked").1)
+                }
+                Some(t) => {
+                    if let Some(v) = push_parsed(b, t, parse(t), (r, shown), problems) {
+                        last = Some((t, v));
+                    }
+                }
+            }
+        }
+    }
+
     /// Keeps refused rows in the typed batches (their bad values NULL) instead of filtering them
     /// out, so the mapping still sees them: the run then quarantines them with the amount the
     /// mapping gives them, which keeps folded pairs (AWS SavingsPlanNegation) balanced.
@@ -315,50 +343,17 @@ impl Typer {
                     }
                     cols.push(Arc::new(b.finish()));
                 }
+                // Rates and prices repeat row after row, and so does a time (the hour, the
+                // billing period): a run of equal texts is parsed once.
                 Kind::Decimal => {
-                    let col = col();
                     let mut b = Decimal128Builder::with_capacity(n);
-                    // Rates and prices repeat row after row: the last text parsed.
-                    let mut last: Option<(&str, i128)> = None;
-                    for r in 0..n {
-                        match col.and_then(|c| self.text(c, r)) {
-                            None => b.append_null(),
-                            Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
-                                b.append_value(last.expect("checked").1)
-                            }
-                            Some(t) => {
-                                let parsed = decimal::parse(t);
-                                if let Some(v) =
-                                    push_parsed(&mut b, t, parsed, (r, &shown), &mut problems)
-                                {
-                                    last = Some((t, v));
-                                }
-                            }
-                        }
-                    }
+                    self.parse_texts(n, col(), &mut b, decimal::parse, &shown, &mut problems);
                     cols.push(finish_decimals(b));
                 }
                 Kind::Timestamp => {
-                    let col = col();
                     let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-                    // Exports repeat a time row after row (the hour, the billing period).
-                    let mut last: Option<(&str, i64)> = None;
-                    for r in 0..n {
-                        match col.and_then(|c| self.text(c, r)) {
-                            None => b.append_null(),
-                            Some(t) if last.is_some_and(|(lt, _)| lt == t) => {
-                                b.append_value(last.expect("checked").1)
-                            }
-                            Some(t) => {
-                                let parsed = timestamp::parse_micros(t);
-                                if let Some(v) =
-                                    push_parsed(&mut b, t, parsed, (r, &shown), &mut problems)
-                                {
-                                    last = Some((t, v));
-                                }
-                            }
-                        }
-                    }
+                    let parse = timestamp::parse_micros;
+                    self.parse_texts(n, col(), &mut b, parse, &shown, &mut problems);
                     cols.push(Arc::new(b.finish()));
                 }
             }
