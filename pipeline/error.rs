@@ -85,6 +85,13 @@ pub enum TallyError {
         stale_after_secs: u64,
     },
 
+    /// Another run's lock replaced this run's before it published anything (two runs' creates
+    /// or takeovers raced, or this run's heartbeats looked stale).
+    #[error(
+        "{output}: this run lost the output's lock before publishing anything ({holder}): two runs' lock creates or takeovers raced, or this run's heartbeats looked stale. Nothing was committed; the run that holds the lock does the work. If runs keep losing their lock, raise TALLY_LOCK_STALE_SECS above the longest pause a run can have"
+    )]
+    LockLost { output: String, holder: String },
+
     /// Anything else (a bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -100,7 +107,7 @@ impl TallyError {
                 exit::INFRASTRUCTURE
             }
             TallyError::Integrity(_) => exit::INTEGRITY,
-            TallyError::Busy { .. } => exit::BUSY,
+            TallyError::Busy { .. } | TallyError::LockLost { .. } => exit::BUSY,
             TallyError::Sql { .. } | TallyError::Internal(_) => exit::INTERNAL,
         }
     }

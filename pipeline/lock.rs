@@ -1,12 +1,19 @@
 //! One run at a time per output: a lock object at `<output>/_tally/lock`.
 //!
 //! Taken with a conditional create (`If-None-Match: *` on S3, an exclusive create on a file
-//! system) and read back after 200 ms (for servers whose conditional create is not atomic), so of
-//! two runs starting together exactly one gets it. The holder rewrites it every
-//! [`HEARTBEAT`] with the time; a lock whose last heartbeat is older than the stale limit
-//! (`TALLY_LOCK_STALE_SECS`, default 120) belonged to a run that died (SIGKILL, lost machine) and
-//! is taken over. Delta's own optimistic commit check still guards the tables underneath; the
-//! lock makes the second run wait or stop with exit code 6 instead of doing the work twice.
+//! system). The holder rewrites it every [`HEARTBEAT`] with the time; a lock whose last heartbeat
+//! is older than the stale limit (`TALLY_LOCK_STALE_SECS`, default 120) belonged to a run that
+//! died (SIGKILL, lost machine) and is taken over.
+//!
+//! A create can succeed for more than one run: some S3-compatible servers check `If-None-Match`
+//! and write in two steps, and runs that take over the same dead run's lock each delete it and
+//! create their own, so one can delete the lock another has just created. The lock that stays is
+//! the last one written. So before it publishes anything, a run [confirms](RunLock::confirm) that
+//! the lock still names it, at least [`READ_BACK`] after its create (by then every racing write
+//! has landed); a run that finds another's id stops with exit code 6 and commits nothing. The
+//! run's work overlaps that wait instead of sitting behind it. Delta's own optimistic commit check
+//! still guards the tables underneath; the lock makes the second run wait or stop instead of
+//! doing the work twice.
 
 use std::time::Duration;
 
@@ -19,6 +26,10 @@ use crate::storage::Location;
 
 /// How often the holder refreshes the lock.
 pub const HEARTBEAT: Duration = Duration::from_secs(20);
+
+/// How long after its create a run reads its lock back: longer than a racing create or takeover
+/// takes to land.
+pub const READ_BACK: Duration = Duration::from_millis(200);
 
 /// What the lock object says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,20 +53,19 @@ fn stale_after() -> Duration {
     )
 }
 
-/// A held lock; [`RunLock::release`] removes it (a crash leaves it to go stale).
+/// A taken lock; [`RunLock::confirm`] checks it is still this run's before anything is
+/// published, [`RunLock::release`] removes it (a crash leaves it to go stale).
 pub struct RunLock {
     loc: Location,
     path: object_store::path::Path,
+    run_id: String,
+    taken_at: tokio::time::Instant,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
-/// Whether the lock still names `run_id` a moment after it was written.
-async fn still_ours(out: &Location, path: &object_store::path::Path, run_id: &str) -> Result<bool> {
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    Ok(read(out, path)
-        .await?
-        .and_then(|(holder, _)| holder)
-        .is_some_and(|h| h.run_id == run_id))
+/// Who the lock names now (`None`: no lock, or its content is not readable yet).
+async fn holder(out: &Location, path: &object_store::path::Path) -> Result<Option<LockInfo>> {
+    Ok(read(out, path).await?.and_then(|(holder, _)| holder))
 }
 
 /// The lock as it is now: its content (`None` while unreadable, e.g. mid-write) and when the
@@ -104,11 +114,8 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
             )
             .await;
         match put {
-            // Some S3-compatible servers check `If-None-Match` and write in two steps, so two
-            // simultaneous creates can both succeed. The last write is what stays: read it back
-            // after a moment, and only the run that finds its own id goes on.
-            Ok(_) if still_ours(out, &path, run_id).await? => break,
-            Ok(_) => {}
+            // Taken, unless a racing create or takeover lands after it: `confirm` decides.
+            Ok(_) => break,
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => {}
             Err(e) => return Err(out.err("lock", &path, e)),
@@ -153,9 +160,19 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
         run_id.to_string(),
         job.to_string(),
     );
+    let taken_at = tokio::time::Instant::now();
+    let beat_out = out.clone();
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
+            // A lock another run has taken over is left to it (this run fails its confirm).
+            match holder(&beat_out, &hb_path).await {
+                Ok(Some(h)) if h.run_id != run => {
+                    warn!(holder = ?h, "the run lock was taken over by another run");
+                    return;
+                }
+                _ => {}
+            }
             if let Err(e) = store.put(&hb_path, body(&run, &jobname).into()).await {
                 warn!(error = %e, "could not refresh the run lock");
             }
@@ -164,14 +181,45 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
     Ok(RunLock {
         loc: out.clone(),
         path,
+        run_id: run_id.to_string(),
+        taken_at,
         heartbeat,
     })
 }
 
 impl RunLock {
-    /// Stops the heartbeat and removes the lock.
+    /// Checks that the lock still names this run, waiting until [`READ_BACK`] after it was
+    /// taken: call it before publishing anything. Another run's id means a racing create or a
+    /// takeover won, and this run must stop (exit 6) with nothing committed.
+    pub async fn confirm(&self) -> Result<()> {
+        if crate::fault::skipped("lock-confirm") {
+            warn!("TALLY_FAULT_SKIP: not confirming the run lock");
+            return Ok(());
+        }
+        tokio::time::sleep_until(self.taken_at + READ_BACK).await;
+        match holder(&self.loc, &self.path).await? {
+            Some(h) if h.run_id == self.run_id => Ok(()),
+            other => Err(TallyError::LockLost {
+                output: self.loc.url_of(&self.loc.path),
+                holder: match other {
+                    Some(h) => format!(
+                        "it names run {} of job {:?} on {}, last heartbeat {}",
+                        h.run_id, h.job, h.owner, h.heartbeat_at
+                    ),
+                    None => "it is gone, or being rewritten".into(),
+                },
+            }),
+        }
+    }
+
+    /// Stops the heartbeat and removes the lock, if it is still this run's.
     pub async fn release(self) {
         self.heartbeat.abort();
+        match holder(&self.loc, &self.path).await {
+            Ok(Some(h)) if h.run_id == self.run_id => {}
+            Ok(_) => return, // another run's now (or gone): not ours to remove
+            Err(e) => warn!(error = %e, "could not read the run lock before removing it"),
+        }
         if let Err(e) = self.loc.store.delete(&self.path).await {
             warn!(error = %e, "could not remove the run lock; it goes stale on its own");
         }
@@ -188,7 +236,8 @@ mod tests {
         (dir, out)
     }
 
-    /// Eight runs that start at once, all with `--wait-lock 0`: exactly one takes the lock.
+    /// Eight runs that start at once, all with `--wait-lock 0`; the locks that each still
+    /// confirm afterwards (the others are released, which must leave the holder's alone).
     async fn race(out: &Location) -> Vec<RunLock> {
         let tries: Vec<_> = (0..8)
             .map(|i| {
@@ -198,12 +247,23 @@ mod tests {
                 })
             })
             .collect();
-        let mut held = Vec::new();
+        let mut taken = Vec::new();
         for t in tries {
             match t.await.unwrap() {
-                Ok(lock) => held.push(lock),
+                Ok(lock) => taken.push(lock),
                 Err(TallyError::Busy { holder, .. }) => {
                     assert!(holder.contains("run-"), "{holder}")
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        let mut held = Vec::new();
+        for lock in taken {
+            match lock.confirm().await {
+                Ok(()) => held.push(lock),
+                Err(TallyError::LockLost { holder, .. }) => {
+                    assert!(holder.contains("run-"), "{holder}");
+                    lock.release().await;
                 }
                 Err(e) => panic!("unexpected error: {e}"),
             }
@@ -228,7 +288,7 @@ mod tests {
     }
 
     /// Runs that all find a dead run's lock each remove it and create their own, so one may
-    /// remove the lock another has just created; the read-back still lets exactly one go on.
+    /// remove the lock another has just created; the confirmation still lets exactly one go on.
     /// (Skipping the read-back on local outputs, as a49ff10 did, let two to five runs go on in
     /// each of six trials.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,5 +311,34 @@ mod tests {
         assert_ne!(holder.run_id, "dead");
         held.pop().unwrap().release().await;
         assert!(read(&out, &path).await.unwrap().is_none(), "released");
+    }
+
+    /// A run whose lock another run took over (its heartbeats looked stale) fails its
+    /// confirmation, and its release leaves the new holder's lock in place.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_lock_was_taken_over_cannot_confirm_or_remove_it() {
+        let (_dir, out) = local_output();
+        let old = acquire(&out, "run-old", "job", Duration::ZERO)
+            .await
+            .unwrap();
+        old.confirm().await.unwrap();
+        // What a takeover does: remove the lock and create another.
+        out.store.delete(&old.path).await.unwrap();
+        let new = acquire(&out, "run-new", "job", Duration::ZERO)
+            .await
+            .unwrap();
+        match old.confirm().await {
+            Err(TallyError::LockLost { holder, .. }) => assert!(holder.contains("run-new")),
+            other => panic!("expected LockLost, got {other:?}"),
+        }
+        old.release().await;
+        new.confirm().await.unwrap();
+        new.release().await;
+        assert!(
+            read(&out, &out.path.clone().join("_tally").join("lock"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

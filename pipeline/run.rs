@@ -99,7 +99,7 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
     // One run at a time per output; a run that cannot get the lock writes no manifest.
     let lock =
         crate::lock::acquire(&out, &run_id, &req.job.job.name, req.options.wait_lock).await?;
-    let result = execute(&req, &schema, &run_id, &mut m).await;
+    let result = execute(&req, &schema, &run_id, &lock, &mut m).await;
     m.finished_at = chrono::Utc::now().to_rfc3339();
     m.resources = resources::used_hashes();
     match &result {
@@ -360,6 +360,7 @@ async fn execute(
     req: &RunRequest,
     schema: &FocusSchema,
     run_id: &str,
+    lock: &crate::lock::RunLock,
     m: &mut Manifest,
 ) -> Result<()> {
     let job = &req.job;
@@ -379,6 +380,7 @@ async fn execute(
             files = m.files_unchanged,
             "nothing new since the last successful run: no table changed"
         );
+        lock.confirm().await?;
         m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
         return Ok(());
     }
@@ -487,6 +489,11 @@ async fn execute(
         })
         .collect();
     crate::fault::point("before-commit");
+    // Only the run that still holds the output's lock publishes.
+    if let Err(e) = lock.confirm().await {
+        abandon_all(staged).await;
+        return Err(e);
+    }
 
     // Commit: every partition any input touched is replaced as a unit, table by table. The
     // manifest records each table as it commits, so a failure part-way says which did.

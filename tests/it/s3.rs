@@ -256,8 +256,10 @@ async fn two_runs_racing_for_the_same_partition_never_both_commit_it() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    let spawn = |stale: &str| {
-        env(&mut tally_cmd(), port)
+    let spawn = |stale: &str, skip: &str| {
+        let mut cmd = tally_cmd();
+        env(&mut cmd, port)
+            .env("TALLY_FAULT_SKIP", skip)
             .args(["run", job.to_str().unwrap(), "--full"])
             .env("TALLY_LOCK_STALE_SECS", stale)
             .stdout(Stdio::piped())
@@ -265,24 +267,36 @@ async fn two_runs_racing_for_the_same_partition_never_both_commit_it() {
             .spawn()
             .unwrap()
     };
-    // First with the run lock: a second run of the job exits 6 and does nothing (or, if the
-    // first already finished, runs after it). Then with the lock defeated (every lock counts
-    // as stale), so both reach Delta's commit: its create-only put lets one commit win.
-    for (stale, loser_code, loser_says) in
-        [("120", 6, "locked by another run"), ("0", 4, "conflict")]
-    {
-        let (a, b) = (spawn(stale), spawn(stale));
+    // First with the run lock: a second run of the job exits 6 and commits nothing (or, if the
+    // first already finished, runs after it). It finds the lock taken, or (this server checks
+    // `If-None-Match` in two steps, so both creates can succeed) finds another run's id in it
+    // when it confirms the lock before committing. Then with every lock counting as stale, so each
+    // run takes the other's over: the run whose lock was taken finds it out before committing
+    // and exits 6. Then with that confirmation skipped as well, so both reach Delta's commit:
+    // its create-only put lets one commit win.
+    for (stale, skip, loser_code, loser_says) in [
+        (
+            "120",
+            "",
+            6,
+            &["locked by another run", "lost the output's lock"][..],
+        ),
+        ("0", "", 6, &["lost the output's lock"]),
+        ("0", "lock-confirm", 4, &["conflict", "version"]),
+    ] {
+        let (a, b) = (spawn(stale, skip), spawn(stale, skip));
         let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
         let codes = [a.status.code(), b.status.code()];
-        eprintln!("racing runs (stale after {stale} s) exited {codes:?}");
+        eprintln!("racing runs (stale after {stale} s, skipping {skip:?}) exited {codes:?}");
         assert!(codes.contains(&Some(0)), "one run commits: {codes:?}");
         for o in [&a, &b] {
             if o.status.code() != Some(0) {
                 let err = String::from_utf8_lossy(&o.stderr);
                 assert_eq!(o.status.code(), Some(loser_code), "{err}");
+                let err_lc = err.to_lowercase();
                 assert!(
-                    err.to_lowercase().contains(loser_says) || err.contains("version"),
-                    "{err}"
+                    loser_says.iter().any(|says| err_lc.contains(says)),
+                    "expected one of {loser_says:?}: {err}"
                 );
             }
         }
