@@ -20,6 +20,7 @@ pub mod job;
 pub mod lock;
 pub mod lookup;
 pub mod manifest;
+pub mod mapping_plan;
 pub mod narrow;
 pub mod normalize;
 pub mod progress;

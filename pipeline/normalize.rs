@@ -14,11 +14,6 @@ use arrow::array::{
     TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::catalog::streaming::StreamingTable;
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -26,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::error::{Result, TallyError};
 use crate::formats::{Format, Measure};
 use crate::job::Severity;
+pub use crate::mapping_plan::MappingPlans;
 use crate::quarantine::QuarantineRow;
 use crate::schema::{FocusSchema, sql_str};
 use crate::source::layout::Adapter;
@@ -183,48 +179,6 @@ async fn drain_quarantine(
     sink.quarantine(rows).await
 }
 
-/// A one-shot partition stream over a channel of typed raw batches.
-struct ChannelPartition {
-    schema: SchemaRef,
-    rx: Mutex<Option<mpsc::Receiver<Result<RecordBatch>>>>,
-}
-
-impl std::fmt::Debug for ChannelPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChannelPartition")
-    }
-}
-
-impl PartitionStream for ChannelPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let Some(rx) = self.rx.lock().expect("partition").take() else {
-            let err = datafusion::error::DataFusionError::Plan(
-                "the raw table is a stream and can be read only once: a mapping must scan `raw` a single time \
-                 (use unnest to emit several rows per source row, not UNION ALL)"
-                    .into(),
-            );
-            return Box::pin(RecordBatchStreamAdapter::new(
-                self.schema.clone(),
-                futures::stream::once(async { Err(err) }),
-            ));
-        };
-        let rx = Some(rx);
-        let stream = futures::stream::unfold(rx, |rx| async move {
-            let mut rx = rx?;
-            let item = rx.recv().await?;
-            Some((
-                item.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e))),
-                Some(rx),
-            ))
-        });
-        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
-    }
-}
-
 /// A DataFusion session for mapping SQL: case-sensitive identifiers (FOCUS names are
 /// PascalCase), one partition so rows keep file order (determinism), tally's functions,
 /// expressions evaluated on their own columns only ([`crate::narrow`]), unnests that add no
@@ -260,13 +214,9 @@ pub async fn header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>
 }
 
 /// The SQL that casts a mapping's output to the FOCUS schema and evaluates every row rule.
-fn check_sql(
-    schema: &FocusSchema,
-    mapped: &SchemaRef,
-    format: &Format,
-    file_url: &str,
-    ingestion_id: &str,
-) -> Result<String> {
+/// The file's own values come from functions set per file ([`crate::mapping_plan`]), so one
+/// plan serves every file of a format.
+pub fn check_sql(schema: &FocusSchema, mapped: &SchemaRef, format: &Format) -> Result<String> {
     let bad = |m: String| TallyError::Sql {
         file: format.sql_path.clone(),
         message: m,
@@ -328,8 +278,8 @@ fn check_sql(
         let expr = match c.name.as_str() {
             "x_SourceProvider" => sql_str(&format.provider),
             "x_SourceFormat" => sql_str(&format.name),
-            "x_SourceFile" => sql_str(file_url),
-            "x_IngestionRunId" => sql_str(ingestion_id),
+            "x_SourceFile" => format!("{}()", crate::mapping_plan::SOURCE_FILE_FN),
+            "x_IngestionRunId" => format!("{}()", crate::mapping_plan::INGESTION_ID_FN),
             "x_SourceRow" => "x_SourceRow".into(),
             "x_BillingPeriod" => "tally_year_month(BillingPeriodStart)".into(),
             name => match mapped.field_with_name(name) {
@@ -374,6 +324,7 @@ pub async fn process_file(
     names: Vec<String>,
     ingestion_id: &str,
     cost_identity: Severity,
+    plans: &mut MappingPlans,
     sink: &mut impl RowSink,
 ) -> Result<FileOutcome> {
     let mut names = names;
@@ -505,32 +456,8 @@ pub async fn process_file(
         })
     };
 
-    let ctx = session()?;
-    let partition = Arc::new(ChannelPartition {
-        schema: typer.schema(),
-        rx: Mutex::new(Some(rx)),
-    });
-    let raw = StreamingTable::try_new(typer.schema(), vec![partition])?;
-    ctx.register_table("raw", Arc::new(raw))?;
-    let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
-        file: format.sql_path.clone(),
-        message: e.to_string(),
-    };
-    let mapping = ctx.sql(&format.sql).await.map_err(sql_err)?;
-    let mapped_schema: SchemaRef = Arc::new(mapping.schema().as_arrow().clone());
-    ctx.register_table("mapped", mapping.into_view())?;
-    let check = check_sql(schema, &mapped_schema, format, &file.url, ingestion_id)?;
-    let df = ctx.sql(&check).await.map_err(|e| TallyError::Sql {
-        file: format!("{} (generated checks)", format.sql_path),
-        message: e.to_string(),
-    })?;
-    let task = Arc::new(df.task_ctx());
-    let plan = df.create_physical_plan().await.map_err(sql_err)?;
-    tracing::debug!(
-        plan = %datafusion::physical_plan::displayable(plan.as_ref()).indent(true),
-        "physical plan of {}", format.sql_path
-    );
-    let mut stream = datafusion::physical_plan::execute_stream(plan, task).map_err(sql_err)?;
+    let plan = plans.get(schema, format, &typer.schema()).await?;
+    let mut stream = plan.execute(rx, &file.url, ingestion_id)?;
 
     let out_schema = schema.arrow();
     let n_out = out_schema.fields().len();
@@ -964,28 +891,26 @@ mod tests {
         let schema = FocusSchema::load().unwrap();
         let format = crate::formats::by_name("focus").unwrap();
         let custom = mapped(vec![Field::new("CostCenter", DataType::Utf8, true)]);
-        let e = check_sql(&schema, &custom, &format, "file:///x.csv", "id")
+        let e = check_sql(&schema, &custom, &format)
             .unwrap_err()
             .to_string();
         assert!(e.contains("CostCenter") && e.contains("x_"), "{e}");
         let float = mapped(vec![Field::new("BilledCost", DataType::Float64, true)]);
-        let e = check_sql(&schema, &float, &format, "file:///x.csv", "id")
-            .unwrap_err()
-            .to_string();
+        let e = check_sql(&schema, &float, &format).unwrap_err().to_string();
         assert!(e.contains("never floating point"), "{e}");
         let rounding = mapped(vec![Field::new(
             "BilledCost",
             DataType::Decimal128(38, 36),
             true,
         )]);
-        assert!(check_sql(&schema, &rounding, &format, "file:///x.csv", "id").is_err());
+        assert!(check_sql(&schema, &rounding, &format).is_err());
         let no_row = Arc::new(Schema::new(vec![Field::new(
             "BilledCost",
             crate::decimal::data_type(),
             true,
         )]));
         assert!(
-            check_sql(&schema, &no_row, &format, "file:///x.csv", "id")
+            check_sql(&schema, &no_row, &format)
                 .unwrap_err()
                 .to_string()
                 .contains("x_SourceRow")
@@ -994,7 +919,7 @@ mod tests {
             Field::new("BilledCost", crate::decimal::data_type(), true),
             Field::new("x_UsageType", DataType::Utf8, true),
         ]);
-        let sql = check_sql(&schema, &ok, &format, "file:///x.csv", "id").unwrap();
+        let sql = check_sql(&schema, &ok, &format).unwrap();
         assert!(sql.contains("__rule_0") && sql.contains("AS x_SourceFile"));
     }
 }

@@ -570,6 +570,8 @@ struct Ingest<'a> {
     per_file: BTreeMap<String, BTreeSet<PartitionKey>>,
     /// Format name and ingestion id, per file URL.
     formats: BTreeMap<String, (String, String)>,
+    /// Mapping plans, reused across files of the same format and columns.
+    plans: normalize::MappingPlans,
 }
 
 impl<'a> Ingest<'a> {
@@ -585,6 +587,7 @@ impl<'a> Ingest<'a> {
             partitions: BTreeSet::new(),
             per_file: BTreeMap::new(),
             formats: BTreeMap::new(),
+            plans: normalize::MappingPlans::default(),
         }
     }
 
@@ -639,6 +642,7 @@ impl<'a> Ingest<'a> {
             names.clone(),
             &ingestion_id,
             cost_identity,
+            &mut self.plans,
             sinks,
         )
         .await?;

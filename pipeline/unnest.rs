@@ -86,9 +86,12 @@ impl DisplayAs for PassThroughUnnest {
     }
 }
 
+/// [`ExecutionPlan::name`] of the pass-through unnest.
+pub const PASS_THROUGH_NAME: &str = "PassThroughUnnest";
+
 impl ExecutionPlan for PassThroughUnnest {
     fn name(&self) -> &'static str {
-        "PassThroughUnnest"
+        PASS_THROUGH_NAME
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {

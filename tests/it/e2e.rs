@@ -416,3 +416,120 @@ fn a_malformed_csv_record_is_named_by_its_line() {
         "{err}"
     );
 }
+
+/// Files of one format share one mapping plan (planned once per run), yet every row still
+/// carries its own file and that file's ingestion id; another format gets a plan of its own.
+#[test]
+fn files_sharing_a_plan_keep_their_own_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let records: Vec<&str> = lines.collect();
+    // Three parts of one export, and a fourth without its last column (one the mapping does
+    // not read, so the same plan serves it).
+    let sizes = [500, 400, 381];
+    let mut at = 0;
+    for (i, n) in sizes.iter().enumerate() {
+        let part = records[at..at + n].join("\n");
+        std::fs::write(
+            exports.join(format!("part-{i}.csv")),
+            format!("{header}\n{part}\n"),
+        )
+        .unwrap();
+        at += n;
+    }
+    let cut = |l: &str| l.rsplit_once(',').unwrap().0.to_string();
+    let narrow: Vec<String> = records[..100].iter().map(|l| cut(l)).collect();
+    std::fs::write(
+        exports.join("part-3.csv"),
+        format!("{}\n{}\n", cut(header), narrow.join("\n")),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let job = dir.path().join("job.toml");
+    let focus = root().join("sample-data/focus/focus_1_2_aws_generated.csv");
+    let job_text = format!(
+        "{}[[source]]\nname = \"focus\"\nurl = \"file://{}\"\nformat = \"focus\"\n",
+        one_source_job(&exports, &out, Some("aws_cur")),
+        focus.display()
+    );
+    std::fs::write(&job, job_text).unwrap();
+    let o = tally_cmd()
+        .args([
+            "run",
+            job.to_str().unwrap(),
+            "--log",
+            "tally::mapping_plan=debug",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let plans = |sql: &str| err.matches(&format!("physical plan of {sql}")).count();
+    assert_eq!(
+        plans("sql/normalize/aws_cur.sql"),
+        1,
+        "one plan for four files"
+    );
+    assert_eq!(plans("sql/normalize/focus.sql"), 1);
+
+    // Each file's rows carry its URL and the ingestion id the manifest records for it.
+    let manifest = std::fs::read_dir(out.join("_tally/manifests"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let mut expected: Vec<String> = m["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let (url, id) = (
+                f["url"].as_str().unwrap(),
+                f["ingestion_id"].as_str().unwrap(),
+            );
+            let read = f["rows_read"].as_u64().unwrap() as usize;
+            if let Some((_, tail)) = url.rsplit_once("part-") {
+                let part: usize = tail[..1].parse().unwrap();
+                assert_eq!(read, sizes.get(part).copied().unwrap_or(100), "{url}");
+            }
+            format!("{url} | {} | {id}", f["rows_written"])
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(expected.len(), 5);
+    let q = |sql: &str| {
+        let o = tally_cmd()
+            .args(["query", "-t", out.to_str().unwrap(), "--format", "csv", sql])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let got = q(
+        "SELECT x_SourceFile, count(*) AS n, min(x_IngestionRunId) AS lo, max(x_IngestionRunId) AS hi \
+                 FROM cost_and_usage GROUP BY 1 ORDER BY 1",
+    );
+    let got: Vec<String> = got
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f[2], f[3], "one ingestion id per file: {l}");
+            format!("{} | {} | {}", f[0], f[1], f[2])
+        })
+        .collect();
+    assert_eq!(got, expected);
+    let ids: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|l| l.rsplit(" | ").next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5, "every file has its own ingestion id");
+}
