@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The DuckDB peer of benches/run.py: runs benches/duckdb_aws_cur.sql on one CUR file.
 
-    python benches/duckdb_peer.py <input.csv|input.parquet> <output.parquet>
+    python benches/duckdb_peer.py <input.csv|input.parquet|glob> <output.parquet>
 
 Every input column is read as text, as tally reads it (Parquet doubles and timestamps are cast
 to VARCHAR first), so both tools parse the same decimal text into DECIMAL(38,18). Legacy CUR
 CSV headers are renamed to the CUR 2.0 names the SQL uses, as tally's reader does.
 """
+import glob
 import os
 import sys
 
@@ -35,7 +36,8 @@ def snake(name):
 
 
 if src.endswith(".csv"):
-    with open(src, encoding="utf-8") as f:
+    # A glob of parts (run.py --files) shares one header: read it from the first part.
+    with open(sorted(glob.glob(src))[0], encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split(",")
     scan = ("(SELECT " + ", ".join(f'"{c}" AS "{snake(c)}"' for c in header)
             + f" FROM read_csv('{src}', all_varchar = true, header = true))")

@@ -5,6 +5,7 @@
     python3 benches/run.py                 # 1M rows, CSV and Parquet, all three tools
     python3 benches/run.py --rows 1000000 --rows 10000000 --peers tally,duckdb
     python3 benches/run.py --repeat 3      # each tool three times, interleaved; medians
+    python3 benches/run.py --files 200 --peers tally,duckdb   # the same rows split into 200 files
 
 For each size it writes the inputs with `tally generate aws_cur` (deterministic: the same file
 on every machine), runs every tool under `/usr/bin/time -v` one after the other, reads back
@@ -12,6 +13,10 @@ what each wrote (rows, Σ BilledCost, Σ EffectiveCost) and prints one table: wa
 user+sys, CPU utilisation ((user+sys)/wall; 200% = both cores of a 2-core machine), peak RSS,
 rows/s, the speed-up of tally over the peer, and whether the outputs agree. The table also goes
 to <work>/results.md. Never part of the test suite.
+
+With --files N the generated input is split into N files of equal row counts (CSV: the header
+and a run of lines each; Parquet: written by DuckDB from the same rows, in order), which tally
+reads as one folder and DuckDB as one glob: what a many-part export costs per file.
 
 With --repeat N the tools take turns N times (tally, duckdb, focus-converter, tally, ...), so a
 shared machine's drift touches all of them alike; each row is then the run with the median wall
@@ -89,17 +94,20 @@ def run_tool(tool, src, kind, work, log_dir):
     out = os.path.join(work, f"out-{tool}-{os.path.basename(src)}")
     shutil.rmtree(out, ignore_errors=True)
     log = os.path.join(log_dir, f"{tool}-{os.path.basename(src)}.log")
+    parts = os.path.isdir(src)
     if tool == "tally":
-        folder = os.path.join(work, f"in-{os.path.basename(src)}")
-        shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder)
-        os.symlink(src, os.path.join(folder, os.path.basename(src)))
+        folder = src if parts else os.path.join(work, f"in-{os.path.basename(src)}")
+        if not parts:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            os.symlink(src, os.path.join(folder, os.path.basename(src)))
         cmd = [os.path.join(ROOT, "target", "release", "tally"), "run", "--source", "file://" + folder + "/",
                "--output", "file://" + out, "--format", "aws_cur", "--log", "warn"]
         files = tally_files(out)
     elif tool == "duckdb":
         os.makedirs(out)
-        cmd = [PY, os.path.join(HERE, "duckdb_peer.py"), src, os.path.join(out, "focus.parquet")]
+        scan = os.path.join(src, f"*.{kind}") if parts else src
+        cmd = [PY, os.path.join(HERE, "duckdb_peer.py"), scan, os.path.join(out, "focus.parquet")]
         files = os.path.join(out, "*.parquet")
     else:
         os.makedirs(out)
@@ -112,6 +120,37 @@ def run_tool(tool, src, kind, work, log_dir):
     wall, cpu, rss, rc = measure(cmd, log)
     result = totals(files) if rc == 0 and glob.glob(files, recursive=True) else None
     return {"tool": tool, "wall": wall, "cpu": cpu, "rss": rss, "rc": rc, "totals": result, "log": log}
+
+
+def split(src, kind, files, work):
+    """`src` as `files` files of equal row counts in a folder of their own (made once)."""
+    folder = os.path.join(work, f"{os.path.basename(src)}.x{files}")
+    if os.path.isdir(folder):
+        return folder
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    if kind == "csv":
+        with open(src, encoding="utf-8") as f:
+            header = f.readline()
+            lines = f.readlines()
+        per = -(-len(lines) // files)
+        for i in range(files):
+            with open(os.path.join(tmp, f"part-{i:05}.csv"), "w", encoding="utf-8") as out:
+                out.write(header)
+                out.writelines(lines[i * per:(i + 1) * per])
+    else:
+        code = ("import duckdb, sys\n"
+                "src, tmp, files = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+                "n = duckdb.sql(f\"SELECT count(*) FROM read_parquet('{src}')\").fetchall()[0][0]\n"
+                "per = -(-n // files)\n"
+                "duckdb.sql(f\"CREATE TABLE t AS SELECT *, row_number() OVER () - 1 AS r__ FROM read_parquet('{src}')\")\n"
+                "for i in range(files):\n"
+                "    duckdb.sql(f\"COPY (SELECT * EXCLUDE (r__) FROM t WHERE r__ >= {i * per} AND r__ < {(i + 1) * per} ORDER BY r__) \"\n"
+                "               f\"TO '{tmp}/part-{i:05}.parquet' (FORMAT parquet)\")\n")
+        subprocess.run([PY, "-c", code, src, tmp, str(files)], check=True)
+    os.rename(tmp, folder)
+    return folder
 
 
 def median_run(tool, runs):
@@ -165,6 +204,7 @@ def main():
                     help="skip focus_converters above this size (it needs ~4 GB of memory per million rows)")
     ap.add_argument("--no-build", action="store_true", help="use target/release/tally as it is")
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool, taking turns; the median is reported")
+    ap.add_argument("--files", type=int, default=1, help="split each input into this many files (focus-converter skipped)")
     a = ap.parse_args()
     sizes = a.rows or [1_000_000]
     tools = a.peers.split(",")
@@ -189,17 +229,21 @@ def main():
                 subprocess.run([tally, "generate", "aws_cur", "--rows", str(rows), "--output", src], cwd=ROOT, check=True,
                                stdout=subprocess.DEVNULL)
                 print(f"(generated {src}: {os.path.getsize(src) / 1e6:.0f} MB in {time.monotonic() - t0:.1f} s)", file=sys.stderr)
+            if a.files > 1:
+                src = split(src, kind, a.files, a.work)
             runs = {tool: [] for tool in tools}
             for _ in range(max(1, a.repeat)):
                 for tool in tools:
-                    if not (tool == "focus-converter" and rows > a.focus_converter_max_rows):
-                        runs[tool].append(run_tool(tool, src, kind, a.work, logs))
+                    if tool == "focus-converter" and (rows > a.focus_converter_max_rows or a.files > 1):
+                        continue
+                    runs[tool].append(run_tool(tool, src, kind, a.work, logs))
             results = [median_run(tool, runs[tool]) for tool in tools]
             ref = next((r for r in results if r["tool"] == "tally" and not r.get("skipped")), None)
             for r in results:
-                label = f"{rows:,} CUR rows, {kind.upper()}"
+                label = f"{rows:,} CUR rows{f' in {a.files} files' if a.files > 1 else ''}, {kind.upper()}"
                 if r.get("skipped"):
-                    line = f"| {label} | {r['tool']} | skipped above {a.focus_converter_max_rows:,} rows | | | | | | |"
+                    why = "not run on split inputs" if a.files > 1 else f"skipped above {a.focus_converter_max_rows:,} rows"
+                    line = f"| {label} | {r['tool']} | {why} | | | | | | |"
                 elif r["rc"] != 0:
                     line = f"| {label} | {r['tool']} | failed (exit {r['rc']}, see {r['log']}) | | | | | | |"
                 else:
