@@ -12,6 +12,11 @@
 //! A plan is only reused when every node in it can run again from scratch (projections,
 //! filters, unnests, the streaming scan). A mapping that plans anything else (a join, whose
 //! build side is computed once per plan, an aggregate, a sort) is planned per file as before.
+//!
+//! Each execution registers metrics in the plan's nodes (one per projected expression, labelled
+//! with its text: ~0.4 MB per file for the AWS mapping), so before running again the plan's
+//! nodes are rebuilt with fresh metrics (DataFusion's `reset_plan_states`, which keeps the
+//! expressions and plan properties): memory stays flat however many files a run reads.
 
 use std::sync::{Arc, Mutex};
 
@@ -94,7 +99,8 @@ impl PartitionStream for ChannelPartition {
 /// A planned mapping + check query, ready to run over one file at a time.
 pub struct MappingPlan {
     key: PlanKey,
-    plan: Arc<dyn ExecutionPlan>,
+    /// The plan, and whether it has run (then its nodes are rebuilt before the next run).
+    plan: Mutex<(Arc<dyn ExecutionPlan>, bool)>,
     task: Arc<TaskContext>,
     input: Arc<ChannelPartition>,
     source_file: Arc<Mutex<String>>,
@@ -181,7 +187,7 @@ impl MappingPlan {
         );
         Ok(MappingPlan {
             key: PlanKey::of(format, raw_schema),
-            plan,
+            plan: Mutex::new((plan, false)),
             task,
             input,
             source_file,
@@ -200,12 +206,30 @@ impl MappingPlan {
         *self.source_file.lock().expect("file value") = source_file.to_string();
         *self.ingestion_id.lock().expect("file value") = ingestion_id.to_string();
         *self.input.rx.lock().expect("partition") = Some(rx);
-        datafusion::physical_plan::execute_stream(self.plan.clone(), self.task.clone()).map_err(
-            |e| TallyError::Sql {
-                file: self.key.format.clone(),
-                message: e.to_string(),
-            },
-        )
+        let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
+            file: self.key.format.clone(),
+            message: e.to_string(),
+        };
+        let mut guard = self.plan.lock().expect("plan");
+        let (plan, ran) = &mut *guard;
+        if *ran {
+            // Fresh nodes, so the last file's metrics are dropped (see the module docs).
+            *plan = datafusion::physical_plan::execution_plan::reset_plan_states(plan.clone())
+                .map_err(sql_err)?;
+        }
+        *ran = true;
+        datafusion::physical_plan::execute_stream(plan.clone(), self.task.clone()).map_err(sql_err)
+    }
+
+    /// How many metrics the plan's nodes hold (they grow with each execution until the next
+    /// reset).
+    #[cfg(test)]
+    fn metric_count(&self) -> usize {
+        fn count(p: &Arc<dyn ExecutionPlan>) -> usize {
+            p.metrics().map_or(0, |m| m.iter().count())
+                + p.children().iter().map(|c| count(c)).sum::<usize>()
+        }
+        count(&self.plan.lock().expect("plan").0)
     }
 }
 
@@ -238,7 +262,7 @@ impl MappingPlans {
             .await?,
         );
         self.built += 1;
-        if reusable(&plan.plan) {
+        if reusable(&plan.plan.lock().expect("plan").0) {
             self.plans.push(plan.clone());
         } else {
             tracing::info!(
@@ -247,5 +271,66 @@ impl MappingPlans {
             );
         }
         Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use futures::StreamExt;
+
+    async fn run(plan: &MappingPlan, file: &str, values: &[i64]) -> Vec<(i64, String, String)> {
+        let (tx, rx) = mpsc::channel(4);
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .unwrap();
+        tx.send(Ok(batch)).await.unwrap();
+        drop(tx);
+        let mut stream = plan.execute(rx, file, &format!("id-of-{file}")).unwrap();
+        let mut rows = Vec::new();
+        while let Some(b) = stream.next().await {
+            let b = b.unwrap();
+            let x = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let f = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            let i = b.column(2).as_any().downcast_ref::<StringArray>().unwrap();
+            for r in 0..b.num_rows() {
+                rows.push((x.value(r), f.value(r).to_string(), i.value(r).to_string()));
+            }
+        }
+        rows
+    }
+
+    /// One plan runs file after file: each run sees its own rows and its own file's values,
+    /// and the plan's metrics do not pile up from run to run.
+    #[tokio::test]
+    async fn a_plan_runs_again_for_each_file_with_that_files_values() {
+        let mut format = crate::formats::by_name("focus").unwrap();
+        format.sql = "SELECT a * 2 AS x FROM raw WHERE a > 0".into();
+        let raw = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let plan = MappingPlan::build(&format, &raw, |_| {
+            Ok(format!(
+                "SELECT x, {SOURCE_FILE_FN}() AS f, {INGESTION_ID_FN}() AS i FROM mapped"
+            ))
+        })
+        .await
+        .unwrap();
+        assert!(reusable(&plan.plan.lock().unwrap().0));
+        let one = |x: i64, f: &str| (x, f.to_string(), format!("id-of-{f}"));
+        assert_eq!(
+            run(&plan, "a.csv", &[1, -1, 2]).await,
+            vec![one(2, "a.csv"), one(4, "a.csv")]
+        );
+        let metrics = plan.metric_count();
+        assert!(metrics > 0);
+        for i in 0..20 {
+            let file = format!("f{i}.csv");
+            assert_eq!(
+                run(&plan, &file, &[i + 1]).await,
+                vec![one(2 * (i + 1), &file)]
+            );
+            assert_eq!(plan.metric_count(), metrics, "metrics after {} runs", i + 2);
+        }
     }
 }
