@@ -313,7 +313,7 @@ pub fn check_sql(schema: &FocusSchema, mapped: &SchemaRef, format: &Format) -> R
     ))
 }
 
-/// Processes one file end to end (see the module docs).
+/// Processes one file end to end (see the module docs): [`start_file`], then [`finish_file`].
 #[allow(clippy::too_many_arguments)]
 pub async fn process_file(
     schema: &FocusSchema,
@@ -327,6 +327,35 @@ pub async fn process_file(
     plans: &mut MappingPlans,
     sink: &mut impl RowSink,
 ) -> Result<FileOutcome> {
+    let started = start_file(format, detected, loc, file, names, ingestion_id);
+    finish_file(started, schema, cost_identity, plans, sink).await
+}
+
+/// A file whose reader task has started: typed raw batches queue up (a few at most) until
+/// [`finish_file`] maps them. A run starts the next file while it maps the current one, so
+/// reading one file overlaps with mapping and writing the one before; rows still reach the
+/// tables file by file, in order.
+pub struct StartedFile {
+    format: Format,
+    detected: bool,
+    file: DiscoveredFile,
+    ingestion_id: String,
+    ignored_columns: Vec<String>,
+    typer: Arc<Typer>,
+    state: Arc<Mutex<(SourceTally, Vec<QuarantineRow>)>>,
+    rx: mpsc::Receiver<Result<RecordBatch>>,
+    producer: tokio::task::JoinHandle<Result<FileDigest>>,
+}
+
+/// Starts reading and typing `file` (its columns `names`) on a task of its own.
+pub fn start_file(
+    format: &Format,
+    detected: bool,
+    loc: &Location,
+    file: &DiscoveredFile,
+    names: Vec<String>,
+    ingestion_id: &str,
+) -> StartedFile {
     let mut names = names;
     if matches!(file.kind, FileKind::Json | FileKind::JsonGz) {
         // JSON lines leave NULL fields out: a field the first MiB did not show may still come.
@@ -455,7 +484,39 @@ pub async fn process_file(
             Ok::<FileDigest, TallyError>(digest)
         })
     };
+    StartedFile {
+        format: format.clone(),
+        detected,
+        file: file.clone(),
+        ingestion_id: ingestion_id.to_string(),
+        ignored_columns,
+        typer,
+        state,
+        rx,
+        producer,
+    }
+}
 
+/// Maps, checks and splits a started file's rows, handing them to `sink` as they come.
+pub async fn finish_file(
+    started: StartedFile,
+    schema: &FocusSchema,
+    cost_identity: Severity,
+    plans: &mut MappingPlans,
+    sink: &mut impl RowSink,
+) -> Result<FileOutcome> {
+    let StartedFile {
+        format,
+        detected,
+        file,
+        ingestion_id,
+        ignored_columns,
+        typer,
+        state,
+        rx,
+        producer,
+    } = started;
+    let (format, file, ingestion_id) = (&format, &file, ingestion_id.as_str());
     let plan = plans.get(schema, format, &typer.schema()).await?;
     let mut stream = plan.execute(rx, &file.url, ingestion_id)?;
 

@@ -425,11 +425,24 @@ async fn execute(
                 break;
             }
             let bar = progress::files_bar(work.len() as u64, "files");
-            for &i in &work {
+            // The next file's reader starts while this one is mapped and written (an error
+            // starting it is reported when its turn comes, after the files before it).
+            let mut next: Option<Result<Started>> = None;
+            for (k, &i) in work.iter().enumerate() {
                 let c = &plan.candidates[i];
-                ingest
-                    .file(&job.sources[c.source], &c.loc, &c.file, &mut sinks, m)
-                    .await?;
+                let current = match next.take() {
+                    Some(started) => started?,
+                    None => {
+                        ingest
+                            .start(&job.sources[c.source], &c.loc, &c.file)
+                            .await?
+                    }
+                };
+                if let Some(&j) = work.get(k + 1) {
+                    let n = &plan.candidates[j];
+                    next = Some(ingest.start(&job.sources[n.source], &n.loc, &n.file).await);
+                }
+                ingest.finish_file(current, &mut sinks, m).await?;
                 done.insert(i);
                 bar.inc(1);
             }
@@ -555,6 +568,18 @@ async fn abandon_all(staged: Vec<Staged>) {
     }
 }
 
+/// A file whose reader has started (see [`normalize::StartedFile`]), with what the run needs
+/// to account for it.
+struct Started<'a> {
+    source: &'a crate::job::Source,
+    file: storage::DiscoveredFile,
+    format: Format,
+    detected: bool,
+    cost_identity: crate::job::Severity,
+    t0: std::time::Instant,
+    started: normalize::StartedFile,
+}
+
 /// Reads files into the staged tables and keeps the sums the reconciliation compares.
 struct Ingest<'a> {
     job: &'a Job,
@@ -591,15 +616,13 @@ impl<'a> Ingest<'a> {
         }
     }
 
-    /// Reads one file.
-    async fn file(
+    /// Reads the header of one file, settles its format and starts its reader.
+    async fn start(
         &mut self,
-        source: &crate::job::Source,
+        source: &'a crate::job::Source,
         loc: &storage::Location,
         file: &storage::DiscoveredFile,
-        sinks: &mut Sinks,
-        m: &mut Manifest,
-    ) -> Result<()> {
+    ) -> Result<Started<'a>> {
         let job = self.job;
         let span = info_span!("source", name = %source.name);
         let _g = span.enter();
@@ -633,19 +656,39 @@ impl<'a> Ingest<'a> {
             file.url.clone(),
             (format.name.clone(), ingestion_id.clone()),
         );
-        let o = normalize::process_file(
-            self.schema,
-            &format,
+        let started = normalize::start_file(&format, detected, loc, file, names, &ingestion_id);
+        Ok(Started {
+            source,
+            file: file.clone(),
+            format,
             detected,
-            loc,
-            file,
-            names.clone(),
-            &ingestion_id,
             cost_identity,
-            &mut self.plans,
-            sinks,
-        )
-        .await?;
+            t0,
+            started,
+        })
+    }
+
+    /// Maps a started file into the sinks and adds up what it read and wrote.
+    async fn finish_file(
+        &mut self,
+        started: Started<'a>,
+        sinks: &mut Sinks,
+        m: &mut Manifest,
+    ) -> Result<()> {
+        let Started {
+            source,
+            file,
+            format,
+            detected,
+            cost_identity,
+            t0,
+            started,
+        } = started;
+        let file = &file;
+        let span = info_span!("source", name = %source.name);
+        let _g = span.enter();
+        let o = normalize::finish_file(started, self.schema, cost_identity, &mut self.plans, sinks)
+            .await?;
         crate::fault::point("after-file");
         info!(
             file = %file.url,
