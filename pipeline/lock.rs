@@ -165,13 +165,19 @@ pub async fn acquire(out: &Location, run_id: &str, job: &str, wait: Duration) ->
     let heartbeat = tokio::spawn(async move {
         loop {
             tokio::time::sleep(HEARTBEAT).await;
-            // A lock another run has taken over is left to it (this run fails its confirm).
+            // Refreshed only while it names this run: a lock another run has taken over (or
+            // taken over and released) is never written back, so this run fails its confirm.
+            // (A takeover landing between this read and the write below is overwritten; that
+            // run then fails its own confirm, and Delta's commit check still stands behind.)
             match holder(&beat_out, &hb_path).await {
-                Ok(Some(h)) if h.run_id != run => {
-                    warn!(holder = ?h, "the run lock was taken over by another run");
+                Ok(Some(h)) if h.run_id == run => {}
+                Ok(other) => {
+                    warn!(holder = ?other, "the run lock was taken over by another run");
                     return;
                 }
-                _ => {}
+                Err(e) => {
+                    warn!(error = %e, "could not read the run lock; refreshing it anyway");
+                }
             }
             if let Err(e) = store.put(&hb_path, body(&run, &jobname).into()).await {
                 warn!(error = %e, "could not refresh the run lock");

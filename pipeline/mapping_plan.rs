@@ -99,6 +99,8 @@ impl PartitionStream for ChannelPartition {
 /// A planned mapping + check query, ready to run over one file at a time.
 pub struct MappingPlan {
     key: PlanKey,
+    /// The mapping's file, for errors.
+    sql_path: String,
     /// The plan, and whether it has run (then its nodes are rebuilt before the next run).
     plan: Mutex<(Arc<dyn ExecutionPlan>, bool)>,
     task: Arc<TaskContext>,
@@ -187,6 +189,7 @@ impl MappingPlan {
         );
         Ok(MappingPlan {
             key: PlanKey::of(format, raw_schema),
+            sql_path: format.sql_path.clone(),
             plan: Mutex::new((plan, false)),
             task,
             input,
@@ -207,7 +210,7 @@ impl MappingPlan {
         *self.ingestion_id.lock().expect("file value") = ingestion_id.to_string();
         *self.input.rx.lock().expect("partition") = Some(rx);
         let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
-            file: self.key.format.clone(),
+            file: self.sql_path.clone(),
             message: e.to_string(),
         };
         let mut guard = self.plan.lock().expect("plan");

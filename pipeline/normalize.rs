@@ -331,6 +331,12 @@ pub async fn process_file(
     finish_file(started, schema, cost_identity, plans, sink).await
 }
 
+/// The error a reader task ends with when the mapping side stopped reading from it (nobody
+/// sees it: the side that stopped reports its own error).
+fn stopped(file: &DiscoveredFile) -> TallyError {
+    TallyError::Internal(format!("{}: the mapping stopped reading", file.url))
+}
+
 /// A file whose reader task has started: typed raw batches queue up (a few at most) until
 /// [`finish_file`] maps them. A run starts the next file while it maps the current one, so
 /// reading one file overlaps with mapping and writing the one before; rows still reach the
@@ -448,7 +454,9 @@ pub fn start_file(
                             }
                         };
                         if tx.send(Ok(push(b))).await.is_err() {
-                            break;
+                            // The mapping side stopped (its file failed, or the run did):
+                            // nobody wants the rest, nor the file's hash.
+                            return Err(stopped(&file));
                         }
                     }
                     read::hash_object(&loc, &file).await?
@@ -460,7 +468,11 @@ pub fn start_file(
                         match b {
                             Ok(b) => {
                                 if tx.send(Ok(push(b))).await.is_err() {
-                                    break;
+                                    // As above; the reader thread stops once its channel is
+                                    // gone, so close it before waiting for the thread.
+                                    drop(rx_text);
+                                    let _ = handle.await;
+                                    return Err(stopped(&file));
                                 }
                             }
                             Err(e) => {

@@ -61,6 +61,24 @@ pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Runs a job; returns the manifest (also written under `<output>/_tally/manifests/`).
 pub async fn run(req: RunRequest) -> Result<Manifest> {
+    let deadline = tokio::time::Instant::now() + req.options.wait_lock;
+    loop {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match run_once(&req, wait).await {
+            // Another run's lock replaced this one's before it committed: with `--wait-lock`,
+            // wait for that run as if its lock had been found first, then run again.
+            Err(TallyError::LockLost { holder, .. })
+                if !req.options.wait_lock.is_zero() && tokio::time::Instant::now() < deadline =>
+            {
+                info!(%holder, "lost the output's lock before committing; waiting for its holder, then running again");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt at a run, waiting up to `wait` for the output's lock.
+async fn run_once(req: &RunRequest, wait: std::time::Duration) -> Result<Manifest> {
     let started = chrono::Utc::now();
     let run_id = new_run_id(started);
     let span = info_span!("run", run_id = %run_id, job = %req.job.job.name);
@@ -96,10 +114,14 @@ pub async fn run(req: RunRequest) -> Result<Manifest> {
         stages: Vec::new(),
     };
     let out = storage::open(&req.job.output.url)?;
-    // One run at a time per output; a run that cannot get the lock writes no manifest.
-    let lock =
-        crate::lock::acquire(&out, &run_id, &req.job.job.name, req.options.wait_lock).await?;
-    let result = execute(&req, &schema, &run_id, &lock, &mut m).await;
+    // One run at a time per output; a run that cannot get the lock, or loses it before it
+    // commits, writes no manifest.
+    let lock = crate::lock::acquire(&out, &run_id, &req.job.job.name, wait).await?;
+    let result = execute(req, &schema, &run_id, &lock, &mut m).await;
+    if let Err(e @ TallyError::LockLost { .. }) = result {
+        lock.release().await;
+        return Err(e);
+    }
     m.finished_at = chrono::Utc::now().to_rfc3339();
     m.resources = resources::used_hashes();
     match &result {
@@ -383,6 +405,10 @@ async fn execute(
         lock.confirm().await?;
         m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
         return Ok(());
+    }
+    if plan.prior.is_empty() {
+        // A first run may create the tables (a Delta commit of its own): only the holder does.
+        lock.confirm().await?;
     }
     let all_formats = formats::all()?;
     let mut sinks = Sinks {
