@@ -406,19 +406,16 @@ async fn execute(
         m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
         return Ok(());
     }
-    if plan.prior.is_empty() {
-        // A first run may create the tables (a Delta commit of its own): only the holder does.
-        lock.confirm().await?;
-    }
     let all_formats = formats::all()?;
     let mut sinks = Sinks {
-        cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
+        cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow(), lock).await?,
         focus_1_2: None,
-        quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?,
+        quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema(), lock).await?,
     };
     if job.wants_focus_1_2() {
         let projection = Projection::new(schema).await?;
-        let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
+        let staged =
+            Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema, lock).await?;
         sinks.focus_1_2 = Some((staged, projection));
     }
     let mut ingest = Ingest::new(job, schema, &all_formats);

@@ -87,9 +87,15 @@ pub async fn open_version(url: &Url, version: u64) -> Result<DeltaTable> {
         .map_err(|e| terr(url.as_str(), format!("version {version}: {e}")))
 }
 
-/// Opens the table, creating it with this schema and the partition columns when absent;
-/// refuses a table whose schema differs.
-pub async fn open_or_create(url: &Url, schema: &SchemaRef) -> Result<DeltaTable> {
+/// Opens the table, creating it with this schema and the partition columns when absent (a
+/// commit of its own, so only after `lock` is confirmed: of two runs that both took the lock,
+/// the loser stops with exit 6 rather than on Delta's conflict); refuses a table whose schema
+/// differs.
+pub async fn open_or_create(
+    url: &Url,
+    schema: &SchemaRef,
+    lock: &crate::lock::RunLock,
+) -> Result<DeltaTable> {
     let table = open(url).await?;
     if table.version().is_some() {
         let existing = table
@@ -115,6 +121,7 @@ pub async fn open_or_create(url: &Url, schema: &SchemaRef) -> Result<DeltaTable>
         }
         return Ok(table);
     }
+    lock.confirm().await?;
     let delta_schema: StructType = schema
         .as_ref()
         .try_into_kernel()
@@ -243,10 +250,16 @@ fn single_partition(batch: &RecordBatch) -> Option<IndexMap<String, Scalar>> {
 }
 
 impl Staged {
-    /// Opens (creating if needed) the table `name` under `root` and starts staging files.
-    pub async fn open(root: &str, name: &'static str, schema: &SchemaRef) -> Result<Staged> {
+    /// Opens (creating if needed, once `lock` is confirmed) the table `name` under `root` and
+    /// starts staging files.
+    pub async fn open(
+        root: &str,
+        name: &'static str,
+        schema: &SchemaRef,
+        lock: &crate::lock::RunLock,
+    ) -> Result<Staged> {
         let url = table_url(root, name)?;
-        let table = open_or_create(&url, schema).await?;
+        let table = open_or_create(&url, schema, lock).await?;
         // Bounded row groups keep the writer's buffer small however large the export: the
         // default (1M rows per row group) would hold a million rows in memory per open file.
         let props = parquet::file::properties::WriterProperties::builder()
