@@ -123,7 +123,8 @@ def run_tool(tool, src, kind, work, log_dir):
 
 
 def split(src, kind, files, work):
-    """`src` as `files` files of equal row counts in a folder of their own (made once)."""
+    """`src` as `files` files of equal row counts in a folder of their own (made once). CSV is
+    split by lines, which holds for `tally generate`'s files (no record spans lines)."""
     folder = os.path.join(work, f"{os.path.basename(src)}.x{files}")
     if os.path.isdir(folder):
         return folder
