@@ -995,4 +995,34 @@ mod tests {
         let sql = check_sql(&schema, &ok, &format).unwrap();
         assert!(sql.contains("__rule_0") && sql.contains("AS x_SourceFile"));
     }
+
+    /// A file's reader must stop, not hang, once nobody maps its rows (the run failed, or the
+    /// read-ahead file was dropped): before, the CSV reader thread filled its channel and the
+    /// reader task waited for it forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_stops_when_its_rows_are_no_longer_wanted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        for (name, rows) in [("big.csv", 100_000), ("big.parquet", 100_000)] {
+            let path = dir.path().join(name);
+            crate::generate::generate("aws_cur", rows, &path, None, &root).unwrap();
+            let loc = crate::storage::open(&format!("file://{}", path.display())).unwrap();
+            let file = crate::storage::discover(&loc).await.unwrap().remove(0);
+            let names = header(&loc, &file).await.unwrap();
+            let format = crate::formats::by_name("aws_cur").unwrap();
+            let mut started = start_file(&format, false, &loc, &file, names, "id");
+            // Take one batch, then walk away, as a failed mapping does.
+            assert!(started.rx.recv().await.unwrap().is_ok());
+            let StartedFile { rx, producer, .. } = started;
+            drop(rx);
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(20), producer)
+                .await
+                .unwrap_or_else(|_| panic!("{name}: the reader did not stop"))
+                .unwrap();
+            assert!(
+                ended.unwrap_err().to_string().contains("stopped reading"),
+                "{name}"
+            );
+        }
+    }
 }
