@@ -240,8 +240,6 @@ impl MappingPlan {
 #[derive(Default)]
 pub struct MappingPlans {
     plans: Vec<Arc<MappingPlan>>,
-    /// Plans built so far (reused ones are not counted again).
-    pub built: usize,
 }
 
 impl MappingPlans {
@@ -264,7 +262,6 @@ impl MappingPlans {
             })
             .await?,
         );
-        self.built += 1;
         if reusable(&plan.plan.lock().expect("plan").0) {
             self.plans.push(plan.clone());
         } else {

@@ -313,24 +313,6 @@ pub fn check_sql(schema: &FocusSchema, mapped: &SchemaRef, format: &Format) -> R
     ))
 }
 
-/// Processes one file end to end (see the module docs): [`start_file`], then [`finish_file`].
-#[allow(clippy::too_many_arguments)]
-pub async fn process_file(
-    schema: &FocusSchema,
-    format: &Format,
-    detected: bool,
-    loc: &Location,
-    file: &DiscoveredFile,
-    names: Vec<String>,
-    ingestion_id: &str,
-    cost_identity: Severity,
-    plans: &mut MappingPlans,
-    sink: &mut impl RowSink,
-) -> Result<FileOutcome> {
-    let started = start_file(format, detected, loc, file, names, ingestion_id);
-    finish_file(started, schema, cost_identity, plans, sink).await
-}
-
 /// The error a reader task ends with when the mapping side stopped reading from it (nobody
 /// sees it: the side that stopped reports its own error).
 fn stopped(file: &DiscoveredFile) -> TallyError {

@@ -129,6 +129,17 @@ pub fn tally_cmd() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
 }
 
+/// `tally query -t <out> --format csv <sql>` as a separate process: its CSV output (the
+/// command must succeed).
+pub fn query_csv(out: &Path, sql: &str) -> String {
+    let o = tally_cmd()
+        .args(["query", "-t", out.to_str().unwrap(), "--format", "csv", sql])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The command `tally run --source <src> --output <out>`, to adjust before running.
 pub fn one_off_cmd(src: &Path, out: &Path) -> std::process::Command {
     let mut cmd = tally_cmd();

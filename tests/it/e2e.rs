@@ -281,18 +281,10 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let q = tally_cmd()
-        .args([
-            "query",
-            "-t",
-            out.to_str().unwrap(),
-            "--format",
-            "csv",
-            "SELECT x_SourceRow, ColumnName, RuleId, Value FROM quarantine WHERE RuleId = 'parse-timestamp'",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&q.stdout);
+    let text = query_csv(
+        &out,
+        "SELECT x_SourceRow, ColumnName, RuleId, Value FROM quarantine WHERE RuleId = 'parse-timestamp'",
+    );
     assert!(
         text.contains("2,lineItem/UsageStartDate,parse-timestamp,not-a-date"),
         "{text}"
@@ -505,15 +497,8 @@ fn files_sharing_a_plan_keep_their_own_lineage() {
         .collect();
     expected.sort();
     assert_eq!(expected.len(), 5);
-    let q = |sql: &str| {
-        let o = tally_cmd()
-            .args(["query", "-t", out.to_str().unwrap(), "--format", "csv", sql])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let got = q(
+    let got = query_csv(
+        &out,
         "SELECT x_SourceFile, count(*) AS n, min(x_IngestionRunId) AS lo, max(x_IngestionRunId) AS hi \
                  FROM cost_and_usage GROUP BY 1 ORDER BY 1",
     );

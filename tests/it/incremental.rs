@@ -180,20 +180,11 @@ fn run_killed_at(job: &Path, point: &str) {
 }
 
 fn table_state(out: &Path) -> String {
-    let o = tally_cmd()
-        .args([
-            "query",
-            "-t",
-            out.to_str().unwrap(),
-            "--format",
-            "csv",
-            "SELECT x_BillingPeriod, count(*) n, count(DISTINCT x_SourceFile || ':' || x_SourceRow) d, sum(BilledCost) s \
-             FROM cost_and_usage GROUP BY 1 ORDER BY 1",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into()
+    query_csv(
+        out,
+        "SELECT x_BillingPeriod, count(*) n, count(DISTINCT x_SourceFile || ':' || x_SourceRow) d, sum(BilledCost) s \
+         FROM cost_and_usage GROUP BY 1 ORDER BY 1",
+    )
 }
 
 #[test]

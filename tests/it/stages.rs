@@ -44,14 +44,7 @@ fn invoices_reconcile_with_every_status_and_a_past_result_is_reproduced_exactly(
     let job = job_with_invoices(dir.path(), &out, &invoices);
     let o = run(&job);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let q = |sql: &str| {
-        let o = tally_cmd()
-            .args(["query", "-t", out.to_str().unwrap(), "--format", "csv", sql])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).to_string()
-    };
+    let q = |sql: &str| query_csv(&out, sql);
     // Expected, by hand from the bundled files: the MCA file's 9 rows add up to 148.3785 EUR
     // (1.62 + 3.375 + 0.135 + 21.6 + 0 + 90 − 9 + 0.1485 + 40.5); the invoice for Jan 2024 says
     // 290.15 against 290.1473 billed; INV-2026-05-0003 has no billing rows; INV-2026-05-0001 no
