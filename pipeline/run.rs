@@ -408,14 +408,13 @@ async fn execute(
     }
     let all_formats = formats::all()?;
     let mut sinks = Sinks {
-        cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow(), lock).await?,
+        cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
         focus_1_2: None,
-        quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema(), lock).await?,
+        quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?,
     };
     if job.wants_focus_1_2() {
         let projection = Projection::new(schema).await?;
-        let staged =
-            Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema, lock).await?;
+        let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
         sinks.focus_1_2 = Some((staged, projection));
     }
     let mut ingest = Ingest::new(job, schema, &all_formats);
@@ -539,7 +538,7 @@ async fn execute(
         let span = info_span!("commit", table = name);
         let _g = span.enter();
         let rows = s.rows();
-        let (t, hashes) = match s.commit(&partitions, run_id).await {
+        let (t, hashes) = match s.commit(&partitions, run_id, lock).await {
             Ok(done) => done,
             Err(e) => {
                 abandon_all(pending.collect()).await;

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use arrow::array::{Array as _, AsArray as _, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use delta_kernel::expressions::Scalar;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow as _, TryIntoKernel as _};
 use deltalake::kernel::transaction::CommitBuilder;
 use deltalake::kernel::{Action, StructType};
 use deltalake::protocol::DeltaOperation;
@@ -87,15 +87,9 @@ pub async fn open_version(url: &Url, version: u64) -> Result<DeltaTable> {
         .map_err(|e| terr(url.as_str(), format!("version {version}: {e}")))
 }
 
-/// Opens the table, creating it with this schema and the partition columns when absent (a
-/// commit of its own, so only after `lock` is confirmed: of two runs that both took the lock,
-/// the loser stops with exit 6 rather than on Delta's conflict); refuses a table whose schema
-/// differs.
-pub async fn open_or_create(
-    url: &Url,
-    schema: &SchemaRef,
-    lock: &crate::lock::RunLock,
-) -> Result<DeltaTable> {
+/// Opens the table if it exists (unloaded if not), refusing a table whose schema differs from
+/// `schema`.
+async fn open_checked(url: &Url, schema: &SchemaRef) -> Result<DeltaTable> {
     let table = open(url).await?;
     if table.version().is_some() {
         let existing = table
@@ -119,16 +113,31 @@ pub async fn open_or_create(
                 "exists with a different schema (written by another tally version?); write to a new output or migrate it",
             ));
         }
-        return Ok(table);
     }
-    lock.confirm().await?;
-    let delta_schema: StructType = schema
+    Ok(table)
+}
+
+/// The table's schema as Delta stores it.
+fn delta_schema(url: &Url, schema: &SchemaRef) -> Result<StructType> {
+    schema
         .as_ref()
         .try_into_kernel()
-        .map_err(|e| terr(url.as_str(), e))?;
+        .map_err(|e| terr(url.as_str(), e))
+}
+
+/// Creates the (absent) table with this schema and the partition columns: version 0, a commit
+/// of its own, so only after `lock` is confirmed. Of two runs that both took the lock, the
+/// loser stops with exit 6 rather than on Delta's conflict.
+async fn create(
+    table: DeltaTable,
+    url: &Url,
+    schema: &SchemaRef,
+    lock: &crate::lock::RunLock,
+) -> Result<DeltaTable> {
+    lock.confirm().await?;
     table
         .create()
-        .with_columns(delta_schema.fields().cloned())
+        .with_columns(delta_schema(url, schema)?.fields().cloned())
         .with_partition_columns(PARTITION_COLUMNS)
         // Keep the log for time travel: auditors reproduce "as of version N".
         .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
@@ -216,7 +225,9 @@ const IN_FLIGHT: usize = 2;
 pub struct Staged {
     name: &'static str,
     url: Url,
+    /// Unloaded while the table does not exist yet ([`Staged::commit`] creates it).
     table: DeltaTable,
+    schema: SchemaRef,
     rows: u64,
     feeds: Option<(
         tokio::sync::mpsc::Sender<RecordBatch>,
@@ -250,16 +261,12 @@ fn single_partition(batch: &RecordBatch) -> Option<IndexMap<String, Scalar>> {
 }
 
 impl Staged {
-    /// Opens (creating if needed, once `lock` is confirmed) the table `name` under `root` and
-    /// starts staging files.
-    pub async fn open(
-        root: &str,
-        name: &'static str,
-        schema: &SchemaRef,
-        lock: &crate::lock::RunLock,
-    ) -> Result<Staged> {
+    /// Opens the table `name` under `root` and starts staging files. A table that does not
+    /// exist yet is created at [`Staged::commit`]: creating it is a commit, which must wait
+    /// until the run's lock is confirmed, and staging need not.
+    pub async fn open(root: &str, name: &'static str, schema: &SchemaRef) -> Result<Staged> {
         let url = table_url(root, name)?;
-        let table = open_or_create(&url, schema, lock).await?;
+        let table = open_checked(&url, schema).await?;
         // Bounded row groups keep the writer's buffer small however large the export: the
         // default (1M rows per row group) would hold a million rows in memory per open file.
         let props = parquet::file::properties::WriterProperties::builder()
@@ -276,7 +283,21 @@ impl Staged {
                 false,
             )
             .build();
-        let mut writer = RecordBatchWriter::for_table(&table)
+        let writer = if table.version().is_some() {
+            RecordBatchWriter::for_table(&table)
+        } else {
+            // The schema the created table will hand `for_table`: Delta's, back in Arrow.
+            let arrow: arrow::datatypes::Schema = (&delta_schema(&url, schema)?)
+                .try_into_arrow()
+                .map_err(|e| terr(url.as_str(), e))?;
+            RecordBatchWriter::try_new(
+                url.as_str(),
+                std::sync::Arc::new(arrow),
+                Some(PARTITION_COLUMNS.iter().map(|c| c.to_string()).collect()),
+                None,
+            )
+        };
+        let mut writer = writer
             .map_err(|e| terr(url.as_str(), e))?
             .with_writer_properties(props)
             // Files roll at this size, so a writer's footer metadata stays bounded however
@@ -309,6 +330,7 @@ impl Staged {
             name,
             url,
             table,
+            schema: schema.clone(),
             rows: 0,
             feeds: Some((to_writer, to_hasher)),
             stages: Some((writer, hasher)),
@@ -382,12 +404,14 @@ impl Staged {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Commits the staged files, replacing exactly the partitions `keys`, in one log entry.
-    /// Returns the table at the new version and each partition's content hash.
+    /// Commits the staged files, replacing exactly the partitions `keys`, in one log entry
+    /// (creating the table first, as version 0, if it does not exist; `lock` must be the
+    /// run's). Returns the table at the new version and each partition's content hash.
     pub async fn commit(
         mut self,
         keys: &BTreeSet<PartitionKey>,
         run_id: &str,
+        lock: &crate::lock::RunLock,
     ) -> Result<(DeltaTable, BTreeMap<PartitionKey, String>)> {
         let url = self.url.as_str().to_string();
         let (mut writer, hasher) = self.finish().await?.ok_or_else(|| {
@@ -395,10 +419,14 @@ impl Staged {
         })?;
         let adds = writer.flush().await.map_err(|e| terr(&url, e))?;
         let hashes = hasher.finish();
-        if keys.is_empty() && adds.is_empty() {
-            return Ok((self.table, hashes));
+        let mut table = self.table;
+        if table.version().is_none() {
+            table = create(table, &self.url, &self.schema, lock).await?;
         }
-        let snapshot = self.table.snapshot().map_err(|e| terr(&url, e))?.clone();
+        if keys.is_empty() && adds.is_empty() {
+            return Ok((table, hashes));
+        }
+        let snapshot = table.snapshot().map_err(|e| terr(&url, e))?.clone();
         let mut actions: Vec<Action> = Vec::new();
         for f in snapshot.log_data().iter() {
             let pv = f.partition_values_map();
@@ -427,14 +455,98 @@ impl Staged {
         let commit = CommitBuilder::default()
             .with_actions(actions)
             .with_app_metadata(metadata)
-            .build(Some(&snapshot), self.table.log_store(), operation)
+            .build(Some(&snapshot), table.log_store(), operation)
             .await
             .map_err(|e| terr(&url, e))?;
-        let mut table = self.table;
         table
             .load_version(commit.version)
             .await
             .map_err(|e| terr(&url, e))?;
         Ok((table, hashes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn rows(schema: &SchemaRef, n: i64) -> RecordBatch {
+        let text = |v: &str| Arc::new(StringArray::from(vec![v; n as usize])) as _;
+        RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                text("aws"),
+                text("0042"),
+                text("2026-10"),
+                Arc::new(Int64Array::from_iter_values(0..n)),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Staging into an output that has no table yet creates nothing: the table appears (as
+    /// version 0, its rows as version 1) only when the run commits, after its lock is
+    /// confirmed; a run that abandons its rows leaves no table behind.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_new_table_is_created_when_its_rows_commit_not_when_staging_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("file://{}", dir.path().display());
+        let out = crate::storage::open(&root).unwrap();
+        let lock = crate::lock::acquire(&out, "run-1", "job", Duration::ZERO)
+            .await
+            .unwrap();
+        let mut fields: Vec<Field> = PARTITION_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect();
+        fields.push(Field::new("n", DataType::Int64, false));
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+
+        let mut kept = Staged::open(&root, "kept", &schema).await.unwrap();
+        let mut dropped = Staged::open(&root, "dropped", &schema).await.unwrap();
+        kept.write(rows(&schema, 5)).await.unwrap();
+        dropped.write(rows(&schema, 3)).await.unwrap();
+        let kept_url = table_url(&root, "kept").unwrap();
+        assert_eq!(open(&kept_url).await.unwrap().version(), None);
+
+        dropped.abandon().await.unwrap();
+        let keys = BTreeSet::from([("aws".into(), "0042".into(), "2026-10".into())]);
+        let (table, hashes) = kept.commit(&keys, "run-1", &lock).await.unwrap();
+        assert_eq!(table.version(), Some(1));
+        assert_eq!(
+            partition_stats(&table).unwrap()[&keys.first().unwrap().clone()].1,
+            5
+        );
+        assert_eq!(hashes.len(), 1);
+        let created = open_version(&kept_url, 0).await.unwrap();
+        assert_eq!(
+            partition_stats(&created).unwrap().len(),
+            0,
+            "version 0 is empty"
+        );
+
+        let dropped_url = table_url(&root, "dropped").unwrap();
+        assert_eq!(open(&dropped_url).await.unwrap().version(), None);
+        let files: Vec<_> = walk(&dir.path().join("dropped"));
+        assert!(files.is_empty(), "abandoned files remain: {files:?}");
+        lock.release().await;
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return vec![];
+        };
+        entries
+            .flat_map(|e| {
+                let p = e.unwrap().path();
+                if p.is_dir() { walk(&p) } else { vec![p] }
+            })
+            .collect()
     }
 }
