@@ -9,6 +9,12 @@
 //! `TALLY_FAULT_SKIP` names a safeguard to leave out, so a test can prove the one behind it:
 //! `lock-confirm` (a run does not check that it still holds the output's lock before it
 //! commits, so two runs whose lock is defeated both reach Delta's commit check).
+//!
+//! `TALLY_FAULT_LOSE_LOCK` (any value) makes the process lose its run lock once: just before its
+//! first confirmation, the lock is rewritten to name another run, as a racing create or a
+//! takeover would leave it, so a test can drive what a run that lost its lock does.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Dies here (SIGKILL) if `TALLY_FAULT_KILL_AT` names this point.
 pub fn point(name: &str) {
@@ -25,4 +31,11 @@ pub fn point(name: &str) {
 /// Whether `TALLY_FAULT_SKIP` names this safeguard (see the module docs).
 pub fn skipped(check: &str) -> bool {
     std::env::var("TALLY_FAULT_SKIP").is_ok_and(|p| p == check)
+}
+
+/// Whether the run lock is to be lost now: `TALLY_FAULT_LOSE_LOCK` is set and this is the
+/// first time the process asks (see the module docs).
+pub fn lose_lock_once() -> bool {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    std::env::var_os("TALLY_FAULT_LOSE_LOCK").is_some() && !FIRED.swap(true, Ordering::SeqCst)
 }

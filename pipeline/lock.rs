@@ -203,6 +203,15 @@ impl RunLock {
             return Ok(());
         }
         tokio::time::sleep_until(self.taken_at + READ_BACK).await;
+        if crate::fault::lose_lock_once() {
+            warn!("TALLY_FAULT_LOSE_LOCK: another run's lock replaces this run's");
+            let intruder = body("fault-intruder", "fault");
+            self.loc
+                .store
+                .put(&self.path, intruder.into())
+                .await
+                .map_err(|e| self.loc.err("lock", &self.path, e))?;
+        }
         match holder(&self.loc, &self.path).await? {
             Some(h) if h.run_id == self.run_id => Ok(()),
             other => Err(TallyError::LockLost {

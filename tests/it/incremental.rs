@@ -305,6 +305,69 @@ fn a_second_run_of_an_output_waits_or_exits_6_and_a_dead_runs_lock_goes_stale() 
     assert!(String::from_utf8_lossy(&o.stderr).contains("stale lock"));
 }
 
+#[test]
+fn a_run_that_loses_its_lock_before_committing_exits_6_or_with_wait_lock_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let src = root().join("sample-data/aws/cur-athena");
+    // The lock is rewritten to name another run just before this run's first confirmation,
+    // as a racing create or a takeover would leave it.
+    let o = one_off_cmd(&src, &out)
+        .env("TALLY_FAULT_LOSE_LOCK", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains("lost the output's lock") && err.contains("fault-intruder"),
+        "{err}"
+    );
+    assert!(!out.join("cost_and_usage/_delta_log").exists(), "no table");
+    assert_eq!(
+        parquet_files(&out),
+        Vec::<String>::new(),
+        "staged files removed"
+    );
+    assert!(!out.join("_tally/manifests").exists(), "no manifest");
+    let lock = std::fs::read_to_string(out.join("_tally/lock")).unwrap();
+    assert!(
+        lock.contains("fault-intruder"),
+        "the other run's lock is left alone: {lock}"
+    );
+
+    // With --wait-lock the run waits for that holder (here: until its lock goes stale), takes
+    // the lock and runs again from the start: one manifest, every row once.
+    std::fs::remove_file(out.join("_tally/lock")).unwrap();
+    let o = one_off_cmd(&src, &out)
+        .env("TALLY_FAULT_LOSE_LOCK", "1")
+        .env("TALLY_LOCK_STALE_SECS", "1")
+        .args(["--wait-lock", "60"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("taking over a stale lock"), "{err}");
+    let manifests = std::fs::read_dir(out.join("_tally/manifests"))
+        .unwrap()
+        .count();
+    assert_eq!(manifests, 1, "the lost attempt wrote no manifest");
+    assert!(!out.join("_tally/lock").exists(), "released");
+    let counts = query_csv(
+        &out,
+        "SELECT count(*) AS n, count(DISTINCT x_SourceRow) AS d FROM cost_and_usage",
+    );
+    let fresh = dir.path().join("fresh");
+    assert!(run_one_off(&src, &fresh).status.success());
+    assert_eq!(
+        counts,
+        query_csv(
+            &fresh,
+            "SELECT count(*) AS n, count(DISTINCT x_SourceRow) AS d FROM cost_and_usage",
+        ),
+        "the same rows as an undisturbed run"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_delivery() {
     let dir = tempfile::tempdir().unwrap();
