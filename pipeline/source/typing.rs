@@ -285,6 +285,9 @@ impl Typer {
                         .as_primitive::<arrow::datatypes::Float64Type>();
                     let mut b = Decimal128Builder::with_capacity(n);
                     let mut text = ryu::Buffer::new();
+                    // A number among the null markers could be a double's text: then every
+                    // double goes through its text.
+                    let fast = !self.null_values.iter().any(|v| decimal::parse(v).is_ok());
                     // Rates and prices repeat row after row: the last double typed, by its bits.
                     let mut last: Option<(u64, i128)> = None;
                     for r in 0..n {
@@ -299,7 +302,12 @@ impl Typer {
                             b.append_value(v);
                             continue;
                         }
-                        // The very text the reader would have written for it.
+                        // The value of the very text the reader would have written for it.
+                        if fast && let Some(v) = decimal::from_f64_shortest(x) {
+                            b.append_value(v);
+                            last = Some((x.to_bits(), v));
+                            continue;
+                        }
                         let t = text.format(x);
                         if self.null_values.iter().any(|v| v == t) {
                             b.append_null();
@@ -718,12 +726,14 @@ mod tests {
                 .collect();
             RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
         };
-        // The last marker is the text of instants in `start` and `at_ms`: typed, they must
-        // still become NULL (so no typed timestamp may skip its text).
+        // The instant marker is the text of instants in `start` and `at_ms`, the number one
+        // the text of a rate: typed, they must still become NULL (so no typed timestamp may
+        // skip its text, nor a double when a marker is a number).
         for nulls in [
             "",
             "-- @null_values: NaN\n",
             "-- @null_values: 2026-01-01T00:00:00Z\n",
+            "-- @null_values: 3.0\n",
         ] {
             let f = format(nulls);
             let typer =
