@@ -524,8 +524,15 @@ async fn execute(
         })
         .collect();
     crate::fault::point("before-commit");
-    // Only the run that still holds the output's lock publishes.
-    if let Err(e) = lock.confirm().await {
+    // Only the run that still holds the output's lock publishes. A new output's tables are
+    // created first, all of them, so the run cannot stop between its commits over one.
+    let mut ready = lock.confirm().await;
+    for s in &mut staged {
+        if ready.is_ok() {
+            ready = s.create_if_missing().await;
+        }
+    }
+    if let Err(e) = ready {
         abandon_all(staged).await;
         return Err(e);
     }
@@ -538,7 +545,7 @@ async fn execute(
         let span = info_span!("commit", table = name);
         let _g = span.enter();
         let rows = s.rows();
-        let (t, hashes) = match s.commit(&partitions, run_id, lock).await {
+        let (t, hashes) = match s.commit(&partitions, run_id).await {
             Ok(done) => done,
             Err(e) => {
                 abandon_all(pending.collect()).await;

@@ -125,25 +125,28 @@ fn delta_schema(url: &Url, schema: &SchemaRef) -> Result<StructType> {
         .map_err(|e| terr(url.as_str(), e))
 }
 
-/// Creates the (absent) table with this schema and the partition columns: version 0, a commit
-/// of its own, so only after `lock` is confirmed. Of two runs that both took the lock, the
-/// loser stops with exit 6 rather than on Delta's conflict.
-async fn create(
-    table: DeltaTable,
-    url: &Url,
-    schema: &SchemaRef,
-    lock: &crate::lock::RunLock,
-) -> Result<DeltaTable> {
-    lock.confirm().await?;
-    table
+/// Creates the absent table with this schema and the partition columns: version 0. A table
+/// that exists by now was created by another run after `table` was opened: that is a conflict
+/// (never written over), as Delta's commit check makes it for a table that existed.
+async fn create(table: &DeltaTable, url: &Url, schema: &SchemaRef) -> Result<DeltaTable> {
+    let created = table
         .create()
         .with_columns(delta_schema(url, schema)?.fields().cloned())
         .with_partition_columns(PARTITION_COLUMNS)
         // Keep the log for time travel: auditors reproduce "as of version N".
         .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
-        .with_save_mode(SaveMode::Ignore)
-        .await
-        .map_err(|e| terr(url.as_str(), e))
+        .with_save_mode(SaveMode::ErrorIfExists)
+        .await;
+    match created {
+        Ok(t) => Ok(t),
+        Err(e) if open(url).await.is_ok_and(|t| t.version().is_some()) => Err(terr(
+            url.as_str(),
+            format!(
+                "conflict: another run created this table while this run staged its rows ({e})"
+            ),
+        )),
+        Err(e) => Err(terr(url.as_str(), e)),
+    }
 }
 
 /// A predicate over the partition columns selecting exactly these partitions.
@@ -262,8 +265,8 @@ fn single_partition(batch: &RecordBatch) -> Option<IndexMap<String, Scalar>> {
 
 impl Staged {
     /// Opens the table `name` under `root` and starts staging files. A table that does not
-    /// exist yet is created at [`Staged::commit`]: creating it is a commit, which must wait
-    /// until the run's lock is confirmed, and staging need not.
+    /// exist yet is created by [`Staged::create_if_missing`] before the commit: creating it is
+    /// a commit, which must wait until the run's lock is confirmed, and staging need not.
     pub async fn open(root: &str, name: &'static str, schema: &SchemaRef) -> Result<Staged> {
         let url = table_url(root, name)?;
         let table = open_checked(&url, schema).await?;
@@ -404,14 +407,24 @@ impl Staged {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Creates the table (version 0, empty) if it did not exist when it was opened. A commit:
+    /// only once the run's lock is confirmed, and before any table's rows are committed, so a
+    /// run never stops between its commits over a table it could not create. Another run
+    /// having created the table meanwhile is a conflict.
+    pub async fn create_if_missing(&mut self) -> Result<()> {
+        if self.table.version().is_none() {
+            self.table = create(&self.table, &self.url, &self.schema).await?;
+        }
+        Ok(())
+    }
+
     /// Commits the staged files, replacing exactly the partitions `keys`, in one log entry
-    /// (creating the table first, as version 0, if it does not exist; `lock` must be the
-    /// run's). Returns the table at the new version and each partition's content hash.
+    /// (the table must exist: [`Staged::create_if_missing`]). Returns the table at the new
+    /// version and each partition's content hash.
     pub async fn commit(
         mut self,
         keys: &BTreeSet<PartitionKey>,
         run_id: &str,
-        lock: &crate::lock::RunLock,
     ) -> Result<(DeltaTable, BTreeMap<PartitionKey, String>)> {
         let url = self.url.as_str().to_string();
         let (mut writer, hasher) = self.finish().await?.ok_or_else(|| {
@@ -421,7 +434,10 @@ impl Staged {
         let hashes = hasher.finish();
         let mut table = self.table;
         if table.version().is_none() {
-            table = create(table, &self.url, &self.schema, lock).await?;
+            return Err(TallyError::Internal(format!(
+                "{}: committed before the table was created",
+                self.name
+            )));
         }
         if keys.is_empty() && adds.is_empty() {
             return Ok((table, hashes));
@@ -516,8 +532,10 @@ mod tests {
         assert_eq!(open(&kept_url).await.unwrap().version(), None);
 
         dropped.abandon().await.unwrap();
+        lock.confirm().await.unwrap();
+        kept.create_if_missing().await.unwrap();
         let keys = BTreeSet::from([("aws".into(), "0042".into(), "2026-10".into())]);
-        let (table, hashes) = kept.commit(&keys, "run-1", &lock).await.unwrap();
+        let (table, hashes) = kept.commit(&keys, "run-1").await.unwrap();
         assert_eq!(table.version(), Some(1));
         assert_eq!(
             partition_stats(&table).unwrap()[&keys.first().unwrap().clone()].1,
@@ -548,5 +566,32 @@ mod tests {
                 if p.is_dir() { walk(&p) } else { vec![p] }
             })
             .collect()
+    }
+
+    /// Two runs that both staged rows for a table that did not exist (their lock defeated):
+    /// the first creates and commits it; the second's create is a conflict, so it never
+    /// writes over a table it did not see.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_table_created_by_another_run_while_staging_is_a_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = format!("file://{}", dir.path().display());
+        let mut fields: Vec<Field> = PARTITION_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect();
+        fields.push(Field::new("n", DataType::Int64, false));
+        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let mut first = Staged::open(&root, "t", &schema).await.unwrap();
+        let mut second = Staged::open(&root, "t", &schema).await.unwrap();
+        first.write(rows(&schema, 5)).await.unwrap();
+        second.write(rows(&schema, 3)).await.unwrap();
+        let keys = BTreeSet::from([("aws".into(), "0042".into(), "2026-10".into())]);
+        first.create_if_missing().await.unwrap();
+        first.commit(&keys, "run-1").await.unwrap();
+        let err = second.create_if_missing().await.unwrap_err().to_string();
+        assert!(err.contains("conflict"), "{err}");
+        let table = open(&table_url(&root, "t").unwrap()).await.unwrap();
+        assert_eq!(table.version(), Some(1));
+        assert_eq!(partition_stats(&table).unwrap()[keys.first().unwrap()].1, 5);
     }
 }

@@ -322,7 +322,12 @@ fn a_run_that_loses_its_lock_before_committing_exits_6_or_with_wait_lock_runs_ag
         err.contains("lost the output's lock") && err.contains("fault-intruder"),
         "{err}"
     );
-    assert!(!out.join("cost_and_usage/_delta_log").exists(), "no table");
+    for table in ["cost_and_usage", "quarantine"] {
+        assert!(
+            !out.join(table).join("_delta_log").exists(),
+            "no {table} table"
+        );
+    }
     assert_eq!(
         parquet_files(&out),
         Vec::<String>::new(),
