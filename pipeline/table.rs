@@ -492,6 +492,16 @@ mod tests {
 
     use super::*;
 
+    /// The partition columns and one number.
+    fn partitioned_schema() -> SchemaRef {
+        let mut fields: Vec<Field> = PARTITION_COLUMNS
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect();
+        fields.push(Field::new("n", DataType::Int64, false));
+        Arc::new(Schema::new(fields))
+    }
+
     fn rows(schema: &SchemaRef, n: i64) -> RecordBatch {
         let text = |v: &str| Arc::new(StringArray::from(vec![v; n as usize])) as _;
         RecordBatch::try_new(
@@ -517,12 +527,7 @@ mod tests {
         let lock = crate::lock::acquire(&out, "run-1", "job", Duration::ZERO)
             .await
             .unwrap();
-        let mut fields: Vec<Field> = PARTITION_COLUMNS
-            .iter()
-            .map(|c| Field::new(*c, DataType::Utf8, false))
-            .collect();
-        fields.push(Field::new("n", DataType::Int64, false));
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let schema = partitioned_schema();
 
         let mut kept = Staged::open(&root, "kept", &schema).await.unwrap();
         let mut dropped = Staged::open(&root, "dropped", &schema).await.unwrap();
@@ -575,12 +580,7 @@ mod tests {
     async fn a_table_created_by_another_run_while_staging_is_a_conflict() {
         let dir = tempfile::tempdir().unwrap();
         let root = format!("file://{}", dir.path().display());
-        let mut fields: Vec<Field> = PARTITION_COLUMNS
-            .iter()
-            .map(|c| Field::new(*c, DataType::Utf8, false))
-            .collect();
-        fields.push(Field::new("n", DataType::Int64, false));
-        let schema: SchemaRef = Arc::new(Schema::new(fields));
+        let schema = partitioned_schema();
         let mut first = Staged::open(&root, "t", &schema).await.unwrap();
         let mut second = Staged::open(&root, "t", &schema).await.unwrap();
         first.write(rows(&schema, 5)).await.unwrap();
