@@ -228,7 +228,7 @@ const IN_FLIGHT: usize = 2;
 pub struct Staged {
     name: &'static str,
     url: Url,
-    /// Unloaded while the table does not exist yet ([`Staged::commit`] creates it).
+    /// Unloaded while the table does not exist yet ([`Staged::create_if_missing`] creates it).
     table: DeltaTable,
     schema: SchemaRef,
     rows: u64,

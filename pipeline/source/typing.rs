@@ -58,6 +58,9 @@ pub struct SourceTally {
 pub struct Typer {
     plan: Vec<(String, Kind, Option<usize>)>,
     null_values: Vec<String>,
+    /// Whether a null marker is a number, which a double's text could be: then every double
+    /// goes through its text.
+    numeric_null_marker: bool,
     /// Column names as the file spells them (derived columns keep their own name).
     names: Vec<String>,
     schema: SchemaRef,
@@ -122,6 +125,7 @@ impl Typer {
         fields.push(Field::new(SOURCE_ROW, DataType::Int64, false));
         Typer {
             null_values: format.null_values.clone(),
+            numeric_null_marker: format.null_values.iter().any(|v| decimal::parse(v).is_ok()),
             names: names
                 .iter()
                 .enumerate()
@@ -285,9 +289,6 @@ impl Typer {
                         .as_primitive::<arrow::datatypes::Float64Type>();
                     let mut b = Decimal128Builder::with_capacity(n);
                     let mut text = ryu::Buffer::new();
-                    // A number among the null markers could be a double's text: then every
-                    // double goes through its text.
-                    let fast = !self.null_values.iter().any(|v| decimal::parse(v).is_ok());
                     // Rates and prices repeat row after row: the last double typed, by its bits.
                     let mut last: Option<(u64, i128)> = None;
                     for r in 0..n {
@@ -303,7 +304,9 @@ impl Typer {
                             continue;
                         }
                         // The value of the very text the reader would have written for it.
-                        if fast && let Some(v) = decimal::from_f64_shortest(x) {
+                        if !self.numeric_null_marker
+                            && let Some(v) = decimal::from_f64_shortest(x)
+                        {
                             b.append_value(v);
                             last = Some((x.to_bits(), v));
                             continue;

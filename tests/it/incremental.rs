@@ -357,18 +357,17 @@ fn a_run_that_loses_its_lock_before_committing_exits_6_or_with_wait_lock_runs_ag
         .count();
     assert_eq!(manifests, 1, "the lost attempt wrote no manifest");
     assert!(!out.join("_tally/lock").exists(), "released");
-    let counts = query_csv(
-        &out,
-        "SELECT count(*) AS n, count(DISTINCT x_SourceRow) AS d FROM cost_and_usage",
-    );
+    let counts = |out: &Path| {
+        query_csv(
+            out,
+            "SELECT count(*) AS n, count(DISTINCT x_SourceRow) AS d FROM cost_and_usage",
+        )
+    };
     let fresh = dir.path().join("fresh");
     assert!(run_one_off(&src, &fresh).status.success());
     assert_eq!(
-        counts,
-        query_csv(
-            &fresh,
-            "SELECT count(*) AS n, count(DISTINCT x_SourceRow) AS d FROM cost_and_usage",
-        ),
+        counts(&out),
+        counts(&fresh),
         "the same rows as an undisturbed run"
     );
 }
