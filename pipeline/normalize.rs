@@ -207,7 +207,7 @@ pub fn session() -> Result<SessionContext> {
 /// The columns of a file, as the format's layout will name them.
 pub async fn header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     match file.kind {
-        FileKind::Parquet => Ok(read::open_parquet(loc, file, None).await?.0),
+        FileKind::Parquet => read::parquet_columns(loc, file).await,
         FileKind::Json | FileKind::JsonGz => read::json_header(loc, file).await,
         FileKind::Csv | FileKind::CsvGz => read::csv_header(loc, file).await,
     }
@@ -406,6 +406,7 @@ pub fn start_file(
     )));
     let producer = {
         let (typer, state, loc, file) = (typer.clone(), state.clone(), loc.clone(), file.clone());
+        let planned_names = names.clone();
         let adapter = Arc::new(adapter);
         tokio::spawn(async move {
             let mut next_row = 1u64;
@@ -419,7 +420,18 @@ pub fn start_file(
             };
             let digest = match file.kind {
                 FileKind::Parquet => {
-                    let (_, mut stream) = read::open_parquet(&loc, &file, wanted).await?;
+                    let (read_names, mut stream, digest) =
+                        read::open_parquet(&loc, &file, wanted).await?;
+                    if read_names != planned_names {
+                        const CHANGED: &str = "the file changed while the run read it: its \
+                            columns differ from those it was planned with; run again";
+                        let changed = || TallyError::BadFile {
+                            file: file.url.clone(),
+                            message: CHANGED.into(),
+                        };
+                        let _ = tx.send(Err(changed())).await;
+                        return Err(changed());
+                    }
                     while let Some(b) = stream.next().await {
                         let b = match b {
                             Ok(b) => b,
@@ -441,7 +453,7 @@ pub fn start_file(
                             return Err(stopped(&file));
                         }
                     }
-                    read::hash_object(&loc, &file).await?
+                    digest.finish().await?
                 }
                 _ => {
                     let (mut rx_text, handle) =

@@ -546,47 +546,268 @@ fn read_json_lines(
     Ok(())
 }
 
-/// SHA-256 and size of an object, streamed.
-pub async fn hash_object(loc: &Location, file: &DiscoveredFile) -> Result<FileDigest> {
-    let mut source = open_stream(loc, file).await?;
-    let rt = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let mut hasher = Sha256::new();
-        let mut bytes = 0u64;
-        while let Some(block) = source.next_block(&rt) {
-            let block = block?;
-            bytes += block.len() as u64;
-            hasher.update(&block);
-        }
-        Ok(FileDigest {
-            sha256: hex::encode(hasher.finalize()),
-            bytes,
-        })
-    })
-    .await
-    .map_err(|e| TallyError::Internal(e.to_string()))?
-    .map_err(|e| loc.err("read", &file.path, e))
+/// One consistent copy of a Parquet export's bytes, read at any offset.
+///
+/// A local file is read in place through the one handle the store opened; an object in a
+/// remote store is fetched with a single GET into an unnamed spool file in the temp directory
+/// (`TMPDIR`), hashed as it arrives. Either way the rows and the SHA-256 in the manifest come
+/// from the same bytes, even if the export is restated while the run reads it, and a remote
+/// object crosses the network once, not once for its columns and again for its hash.
+pub struct ParquetBytes {
+    file: Arc<std::fs::File>,
+    size: u64,
 }
 
-/// Opens a Parquet export; returns its column names and a stream of batches whose columns are
-/// text, but for those `wanted` keeps typed (see [`Wanted::keeping_typed`]).
+/// The SHA-256 of a [`ParquetBytes`]: known once a spool is written, computed after the rows
+/// were read for a local file.
+pub enum PendingDigest {
+    /// Hashed while spooled.
+    Known(FileDigest),
+    /// Hashed on [`PendingDigest::finish`], from the handle the rows were read through.
+    Local(Arc<std::fs::File>, String),
+}
+
+impl PendingDigest {
+    /// The SHA-256 and size of the bytes the rows came from.
+    pub async fn finish(self) -> Result<FileDigest> {
+        match self {
+            PendingDigest::Known(d) => Ok(d),
+            PendingDigest::Local(file, url) => tokio::task::spawn_blocking(move || {
+                let mut hasher = Sha256::new();
+                let mut bytes = 0u64;
+                let mut block = vec![0u8; LOCAL_BLOCK];
+                loop {
+                    let n = read_at(&file, &mut block, bytes).map_err(|e| TallyError::Io {
+                        path: url.clone(),
+                        source: e,
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&block[..n]);
+                    bytes += n as u64;
+                }
+                Ok(FileDigest {
+                    sha256: hex::encode(hasher.finalize()),
+                    bytes,
+                })
+            })
+            .await
+            .map_err(|e| TallyError::Internal(e.to_string()))?,
+        }
+    }
+}
+
+impl ParquetBytes {
+    async fn open(loc: &Location, file: &DiscoveredFile) -> Result<(ParquetBytes, PendingDigest)> {
+        let url = file.url.clone();
+        let io = move |e: std::io::Error| TallyError::Io {
+            path: url.clone(),
+            source: e,
+        };
+        match open_stream(loc, file).await? {
+            ObjectBytes::File(f) => {
+                let size = f.metadata().map_err(&io)?.len();
+                let f = Arc::new(f);
+                Ok((
+                    ParquetBytes {
+                        file: f.clone(),
+                        size,
+                    },
+                    PendingDigest::Local(f, file.url.clone()),
+                ))
+            }
+            mut stream => {
+                let rt = tokio::runtime::Handle::current();
+                let (path, url) = (file.path.clone(), file.url.clone());
+                let spooled = tokio::task::spawn_blocking(move || {
+                    use std::io::Write;
+                    let mut out = tempfile::tempfile().map_err(|e| TallyError::Io {
+                        path: format!(
+                            "{} (a spool file for {url})",
+                            std::env::temp_dir().display()
+                        ),
+                        source: e,
+                    })?;
+                    let mut hasher = Sha256::new();
+                    let mut bytes = 0u64;
+                    while let Some(block) = stream.next_block(&rt) {
+                        let block = block.map_err(|e| (path.clone(), e))?;
+                        hasher.update(&block);
+                        bytes += block.len() as u64;
+                        out.write_all(&block).map_err(|e| TallyError::Io {
+                            path: format!("{} (spooling {url})", std::env::temp_dir().display()),
+                            source: e,
+                        })?;
+                    }
+                    Ok::<_, SpoolError>((
+                        out,
+                        FileDigest {
+                            sha256: hex::encode(hasher.finalize()),
+                            bytes,
+                        },
+                    ))
+                })
+                .await
+                .map_err(|e| TallyError::Internal(e.to_string()))?;
+                let (out, digest) = spooled.map_err(|e| match e {
+                    SpoolError::Tally(e) => e,
+                    SpoolError::Store(path, e) => loc.err("read", &path, e),
+                })?;
+                Ok((
+                    ParquetBytes {
+                        file: Arc::new(out),
+                        size: digest.bytes,
+                    },
+                    PendingDigest::Known(digest),
+                ))
+            }
+        }
+    }
+}
+
+/// Why spooling failed: the store's read, or the local spool file.
+enum SpoolError {
+    Store(object_store::path::Path, object_store::Error),
+    Tally(TallyError),
+}
+
+impl From<TallyError> for SpoolError {
+    fn from(e: TallyError) -> Self {
+        SpoolError::Tally(e)
+    }
+}
+
+impl From<(object_store::path::Path, object_store::Error)> for SpoolError {
+    fn from((p, e): (object_store::path::Path, object_store::Error)) -> Self {
+        SpoolError::Store(p, e)
+    }
+}
+
+/// Reads at `offset` without moving the handle's cursor, so one handle serves every range.
+fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    #[cfg(unix)]
+    return std::os::unix::fs::FileExt::read_at(file, buf, offset);
+    #[cfg(windows)]
+    return std::os::windows::fs::FileExt::seek_read(file, buf, offset);
+}
+
+/// Bytes `range` of `file`, read in full.
+fn read_range(file: &std::fs::File, range: &std::ops::Range<u64>) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; (range.end - range.start) as usize];
+    let mut at = 0;
+    while at < buf.len() {
+        match read_at(file, &mut buf[at..], range.start + at as u64)? {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ends before byte {}", range.end),
+                ));
+            }
+            n => at += n,
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+impl ParquetBytes {
+    /// `ranges`, read on one blocking thread (a row group's column chunks are one trip).
+    fn read_ranges(
+        &self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'static, parquet::errors::Result<Vec<Bytes>>> {
+        let file = self.file.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                ranges
+                    .iter()
+                    .map(|r| read_range(&file, r))
+                    .collect::<std::io::Result<Vec<Bytes>>>()
+            })
+            .await
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?
+            .map_err(|e: std::io::Error| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
+impl parquet::arrow::async_reader::AsyncFileReader for ParquetBytes {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        let read = self.read_ranges(vec![range]);
+        Box::pin(async move { Ok(read.await?.pop().expect("one range")) })
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        self.read_ranges(ranges)
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
+    ) -> futures::future::BoxFuture<
+        'a,
+        parquet::errors::Result<Arc<parquet::file::metadata::ParquetMetaData>>,
+    > {
+        let size = self.size;
+        Box::pin(async move {
+            let metadata = parquet::file::metadata::ParquetMetaDataReader::new()
+                .with_metadata_options(options.map(|o| o.metadata_options().clone()))
+                .with_prefetch_hint(Some(64 * 1024))
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        })
+    }
+}
+
+/// A Parquet export's column names, from its footer alone (for planning; no row is read).
 // `ParquetObjectReader` is deprecated in parquet 59 in favour of a hand-written `AsyncFileReader`;
 // it is still the reader DataFusion 55 itself uses, so tally keeps it until DataFusion moves.
 #[allow(deprecated)]
-pub async fn open_parquet(
-    loc: &Location,
-    file: &DiscoveredFile,
-    wanted: Option<Wanted>,
-) -> Result<(Vec<String>, BoxStream<'static, Result<RecordBatch>>)> {
+pub async fn parquet_columns(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     use parquet::arrow::ParquetRecordBatchStreamBuilder;
     use parquet::arrow::async_reader::ParquetObjectReader;
     let reader =
         ParquetObjectReader::new(loc.store.clone(), file.path.clone()).with_file_size(file.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| TallyError::BadFile {
+            file: file.url.clone(),
+            message: e.to_string(),
+        })?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
+}
+
+/// Opens a Parquet export; returns its column names, a stream of batches whose columns are
+/// text, but for those `wanted` keeps typed (see [`Wanted::keeping_typed`]), and the pending
+/// SHA-256 of the bytes the batches come from (see [`ParquetBytes`]).
+pub async fn open_parquet(
+    loc: &Location,
+    file: &DiscoveredFile,
+    wanted: Option<Wanted>,
+) -> Result<(
+    Vec<String>,
+    BoxStream<'static, Result<RecordBatch>>,
+    PendingDigest,
+)> {
+    use parquet::arrow::ParquetRecordBatchStreamBuilder;
+    let (bytes, digest) = ParquetBytes::open(loc, file).await?;
     let bad = |e: parquet::errors::ParquetError| TallyError::BadFile {
         file: file.url.clone(),
         message: e.to_string(),
     };
-    let mut builder = ParquetRecordBatchStreamBuilder::new(reader)
+    let mut builder = ParquetRecordBatchStreamBuilder::new(bytes)
         .await
         .map_err(bad)?
         .with_batch_size(BATCH_ROWS);
@@ -597,6 +818,16 @@ pub async fn open_parquet(
         .map(|f| f.name().clone())
         .collect();
     if let Some(w) = &wanted {
+        if w.read.len() != names.len() {
+            return Err(TallyError::BadFile {
+                file: file.url.clone(),
+                message: format!(
+                    "the file changed while the run read it: it was planned with {} columns and now has {}; run again",
+                    w.read.len(),
+                    names.len()
+                ),
+            });
+        }
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), w.indices());
         builder = builder.with_projection(mask);
     }
@@ -627,7 +858,7 @@ pub async fn open_parquet(
             })
         })
         .boxed();
-    Ok((names, out))
+    Ok((names, out, digest))
 }
 
 /// Turns every column of a batch into text, but those `keep` marks that [`stays_typed`] allows;

@@ -21,6 +21,13 @@ struct Server {
     _root: tempfile::TempDir,
 }
 
+impl Server {
+    /// The folder the server keeps its buckets in.
+    fn root(&self) -> &std::path::Path {
+        self._root.path()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -197,6 +204,79 @@ async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
             "after run {attempt}"
         );
     }
+}
+
+/// A Parquet export in a remote store is fetched with one GET into an unnamed spool file: the
+/// manifest's SHA-256 is that of the uploaded bytes, the spool leaves nothing behind in the temp
+/// directory, and a temp directory it cannot write to is an infrastructure error (exit 4) that
+/// names it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parquet_export_is_spooled_once_and_its_manifest_hash_is_the_uploaded_bytes() {
+    let Some(server) = start(&["exports", "lake"]) else {
+        return;
+    };
+    let port = server.port;
+    let parquet = root().join("sample-data/aws/cur-athena/cur_athena_2023-12.parquet");
+    upload(
+        port,
+        "exports",
+        "cur/2023-12",
+        std::slice::from_ref(&parquet),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let job = cur_job(dir.path(), "spool");
+
+    let no_tmp = dir.path().join("no-such-tmp");
+    let o = env(&mut tally_cmd(), port)
+        .env("TMPDIR", &no_tmp)
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(no_tmp.to_str().unwrap()) && err.contains("spool"),
+        "the error names the temp directory: {err}"
+    );
+
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let o = env(&mut tally_cmd(), port)
+        .env("TMPDIR", &tmp)
+        .args(["run", job.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the spool leaves nothing in the temp directory"
+    );
+    let manifests = server.root().join("lake/focus/_tally/manifests");
+    let manifest = std::fs::read_dir(&manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("a manifest");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    let input = &m["inputs"][0];
+    assert_eq!(
+        input["url"], "s3://exports/cur/2023-12/cur_athena_2023-12.parquet",
+        "{input}"
+    );
+    use sha2::Digest;
+    let bytes = std::fs::read(&parquet).unwrap();
+    assert_eq!(
+        input["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    assert_eq!(input["size"].as_u64().unwrap(), bytes.len() as u64);
 }
 
 #[test]
