@@ -453,7 +453,7 @@ pub fn start_file(
                             return Err(stopped(&file));
                         }
                     }
-                    digest.finish().await?
+                    digest.finish(&loc, &file).await?
                 }
                 _ => {
                     let (mut rx_text, handle) =

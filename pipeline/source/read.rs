@@ -548,11 +548,12 @@ fn read_json_lines(
 
 /// One consistent copy of a Parquet export's bytes, read at any offset.
 ///
-/// A local file is read in place through the one handle the store opened; an object in a
+/// A local file is read in place through the one handle the store opened, and checked
+/// unchanged (size and modification time) once its rows and hash are read; an object in a
 /// remote store is fetched with a single GET into an unnamed spool file in the temp directory
 /// (`TMPDIR`), hashed as it arrives. Either way the rows and the SHA-256 in the manifest come
-/// from the same bytes, even if the export is restated while the run reads it, and a remote
-/// object crosses the network once, not once for its columns and again for its hash.
+/// from the same bytes, and a remote object's bytes cross the network once (planning reads
+/// only its footer), not once for its columns and again for its hash.
 pub struct ParquetBytes {
     file: Arc<std::fs::File>,
     size: u64,
@@ -563,38 +564,79 @@ pub struct ParquetBytes {
 pub enum PendingDigest {
     /// Hashed while spooled.
     Known(FileDigest),
-    /// Hashed on [`PendingDigest::finish`], from the handle the rows were read through.
-    Local(Arc<std::fs::File>, String),
+    /// Hashed on [`PendingDigest::finish`], from the handle the rows were read through: its
+    /// first `size` bytes, which must still be all of it, as last modified at `modified`.
+    Local {
+        file: Arc<std::fs::File>,
+        size: u64,
+        modified: Option<std::time::SystemTime>,
+    },
+}
+
+/// The error for an export that changed while the run read it (a store error: run again).
+fn changed(loc: &Location, file: &DiscoveredFile, what: String) -> TallyError {
+    loc.err(
+        "read",
+        &file.path,
+        object_store::Error::Precondition {
+            path: file.path.to_string(),
+            source: format!("{what}: the export changed while the run read it; run again").into(),
+        },
+    )
 }
 
 impl PendingDigest {
     /// The SHA-256 and size of the bytes the rows came from.
-    pub async fn finish(self) -> Result<FileDigest> {
-        match self {
-            PendingDigest::Known(d) => Ok(d),
-            PendingDigest::Local(file, url) => tokio::task::spawn_blocking(move || {
-                let mut hasher = Sha256::new();
-                let mut bytes = 0u64;
-                let mut block = vec![0u8; LOCAL_BLOCK];
-                loop {
-                    let n = read_at(&file, &mut block, bytes).map_err(|e| TallyError::Io {
-                        path: url.clone(),
-                        source: e,
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.update(&block[..n]);
-                    bytes += n as u64;
-                }
-                Ok(FileDigest {
-                    sha256: hex::encode(hasher.finalize()),
-                    bytes,
-                })
-            })
-            .await
-            .map_err(|e| TallyError::Internal(e.to_string()))?,
+    pub async fn finish(self, loc: &Location, file: &DiscoveredFile) -> Result<FileDigest> {
+        let (handle, size, modified) = match self {
+            PendingDigest::Known(d) => return Ok(d),
+            PendingDigest::Local {
+                file,
+                size,
+                modified,
+            } => (file, size, modified),
+        };
+        let url = file.url.clone();
+        let hashed = tokio::task::spawn_blocking(move || {
+            let io = |e: std::io::Error| TallyError::Io {
+                path: url.clone(),
+                source: e,
+            };
+            let mut hasher = Sha256::new();
+            let mut block = vec![0u8; LOCAL_BLOCK];
+            let mut at = 0u64;
+            while at < size {
+                let n = (size - at).min(LOCAL_BLOCK as u64) as usize;
+                read_exact_at(&handle, &mut block[..n], at).map_err(io)?;
+                hasher.update(&block[..n]);
+                at += n as u64;
+            }
+            let now = handle.metadata().map_err(io)?;
+            Ok::<_, TallyError>((hex::encode(hasher.finalize()), now))
+        })
+        .await
+        .map_err(|e| TallyError::Internal(e.to_string()))??;
+        let (sha256, now) = hashed;
+        if now.len() != size || now.modified().ok() != modified {
+            return Err(changed(
+                loc,
+                file,
+                format!("{} bytes when opened, {} now", size, now.len()),
+            ));
         }
+        Ok(FileDigest {
+            sha256,
+            bytes: size,
+        })
+    }
+}
+
+/// Sets its flag when dropped: a spool whose reader went away stops downloading.
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -605,40 +647,48 @@ impl ParquetBytes {
             path: url.clone(),
             source: e,
         };
-        match open_stream(loc, file).await? {
+        let (bytes, digest) = match open_stream(loc, file).await? {
             ObjectBytes::File(f) => {
-                let size = f.metadata().map_err(&io)?.len();
+                let meta = f.metadata().map_err(&io)?;
                 let f = Arc::new(f);
-                Ok((
-                    ParquetBytes {
-                        file: f.clone(),
-                        size,
-                    },
-                    PendingDigest::Local(f, file.url.clone()),
-                ))
+                let bytes = ParquetBytes {
+                    file: f.clone(),
+                    size: meta.len(),
+                };
+                let digest = PendingDigest::Local {
+                    file: f,
+                    size: meta.len(),
+                    modified: meta.modified().ok(),
+                };
+                (bytes, digest)
             }
             mut stream => {
                 let rt = tokio::runtime::Handle::current();
                 let (path, url) = (file.path.clone(), file.url.clone());
+                let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let _cancel = CancelOnDrop(cancelled.clone());
                 let spooled = tokio::task::spawn_blocking(move || {
                     use std::io::Write;
-                    let mut out = tempfile::tempfile().map_err(|e| TallyError::Io {
+                    let spool_err = |e: std::io::Error| TallyError::Io {
                         path: format!(
-                            "{} (a spool file for {url})",
+                            "{} (the spool file for {url})",
                             std::env::temp_dir().display()
                         ),
                         source: e,
-                    })?;
+                    };
+                    let mut out = tempfile::tempfile().map_err(spool_err)?;
                     let mut hasher = Sha256::new();
                     let mut bytes = 0u64;
                     while let Some(block) = stream.next_block(&rt) {
+                        if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(SpoolError::Tally(TallyError::Internal(
+                                "spool cancelled: its reader went away".into(),
+                            )));
+                        }
                         let block = block.map_err(|e| (path.clone(), e))?;
                         hasher.update(&block);
                         bytes += block.len() as u64;
-                        out.write_all(&block).map_err(|e| TallyError::Io {
-                            path: format!("{} (spooling {url})", std::env::temp_dir().display()),
-                            source: e,
-                        })?;
+                        out.write_all(&block).map_err(spool_err)?;
                     }
                     Ok::<_, SpoolError>((
                         out,
@@ -654,15 +704,23 @@ impl ParquetBytes {
                     SpoolError::Tally(e) => e,
                     SpoolError::Store(path, e) => loc.err("read", &path, e),
                 })?;
-                Ok((
-                    ParquetBytes {
-                        file: Arc::new(out),
-                        size: digest.bytes,
-                    },
-                    PendingDigest::Known(digest),
-                ))
+                let bytes = ParquetBytes {
+                    file: Arc::new(out),
+                    size: digest.bytes,
+                };
+                (bytes, PendingDigest::Known(digest))
             }
+        };
+        // The manifest records the listing's size, ETag and time beside the hash: they must be
+        // of the same version.
+        if bytes.size != file.size {
+            return Err(changed(
+                loc,
+                file,
+                format!("{} bytes when listed, {} when read", file.size, bytes.size),
+            ));
         }
+        Ok((bytes, digest))
     }
 }
 
@@ -684,49 +742,55 @@ impl From<(object_store::path::Path, object_store::Error)> for SpoolError {
     }
 }
 
-/// Reads at `offset` without moving the handle's cursor, so one handle serves every range.
-fn read_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+/// Fills `buf` from `offset` without using the handle's cursor (on Windows, `seek_read` moves
+/// it, which nothing here relies on), so one handle serves every range; retries interrupts.
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     #[cfg(unix)]
-    return std::os::unix::fs::FileExt::read_at(file, buf, offset);
+    return std::os::unix::fs::FileExt::read_exact_at(file, buf, offset);
     #[cfg(windows)]
-    return std::os::windows::fs::FileExt::seek_read(file, buf, offset);
-}
-
-/// Bytes `range` of `file`, read in full.
-fn read_range(file: &std::fs::File, range: &std::ops::Range<u64>) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; (range.end - range.start) as usize];
-    let mut at = 0;
-    while at < buf.len() {
-        match read_at(file, &mut buf[at..], range.start + at as u64)? {
-            0 => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("the file ends before byte {}", range.end),
-                ));
+    {
+        let mut at = 0;
+        while at < buf.len() {
+            match std::os::windows::fs::FileExt::seek_read(file, &mut buf[at..], offset + at as u64)
+            {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
-            n => at += n,
         }
+        Ok(())
     }
-    Ok(Bytes::from(buf))
 }
 
 impl ParquetBytes {
-    /// `ranges`, read on one blocking thread (a row group's column chunks are one trip).
+    /// `ranges`, read on one blocking thread (a row group's column chunks are one trip). A
+    /// range outside the file (a corrupt footer) is an error before anything is allocated.
     fn read_ranges(
         &self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> futures::future::BoxFuture<'static, parquet::errors::Result<Vec<Bytes>>> {
-        let file = self.file.clone();
+        let (file, size) = (self.file.clone(), self.size);
         Box::pin(async move {
+            if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > size) {
+                return Err(parquet::errors::ParquetError::General(format!(
+                    "the footer points at bytes {}..{} of a {size}-byte file",
+                    r.start, r.end
+                )));
+            }
             tokio::task::spawn_blocking(move || {
                 ranges
                     .iter()
-                    .map(|r| read_range(&file, r))
+                    .map(|r| {
+                        let mut buf = vec![0u8; (r.end - r.start) as usize];
+                        read_exact_at(&file, &mut buf, r.start)?;
+                        Ok(Bytes::from(buf))
+                    })
                     .collect::<std::io::Result<Vec<Bytes>>>()
             })
             .await
             .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?
-            .map_err(|e: std::io::Error| parquet::errors::ParquetError::External(Box::new(e)))
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
         })
     }
 }
@@ -747,6 +811,8 @@ impl parquet::arrow::async_reader::AsyncFileReader for ParquetBytes {
         self.read_ranges(ranges)
     }
 
+    /// The footer, with the reader's default options (tally reads no page index and no
+    /// encrypted file).
     fn get_metadata<'a>(
         &'a mut self,
         options: Option<&'a parquet::arrow::arrow_reader::ArrowReaderOptions>,
@@ -1044,6 +1110,191 @@ fn map_to_json(m: &MapArray) -> std::result::Result<StringArray, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store that counts reads and restates the object right after the first GET began,
+    /// as an export rewritten while a run reads it.
+    #[derive(Debug)]
+    struct Restating {
+        inner: object_store::memory::InMemory,
+        reads: std::sync::atomic::AtomicUsize,
+        restated: Bytes,
+    }
+
+    impl std::fmt::Display for Restating {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Restating")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Restating {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            let got = self.inner.get_opts(location, options).await?;
+            if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                self.inner
+                    .put(location, self.restated.clone().into())
+                    .await?;
+            }
+            Ok(got)
+        }
+        async fn get_ranges(
+            &self,
+            location: &object_store::path::Path,
+            ranges: &[std::ops::Range<u64>],
+        ) -> object_store::Result<Vec<Bytes>> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get_ranges(location, ranges).await
+        }
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    fn parquet_of(values: &[&str]) -> Bytes {
+        let a: ArrayRef = Arc::new(StringArray::from(values.to_vec()));
+        let b = RecordBatch::try_from_iter([("a", a)]).unwrap();
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, b.schema(), None).unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        Bytes::from(out)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_remote_parquet_is_read_with_one_get_and_hashed_as_the_rows_it_gave() {
+        let (v1, v2) = (parquet_of(&["x", "y"]), parquet_of(&["restated"]));
+        assert_ne!(v1.len(), v2.len());
+        let store = Arc::new(Restating {
+            inner: object_store::memory::InMemory::new(),
+            reads: Default::default(),
+            restated: v2,
+        });
+        let path = object_store::path::Path::from("cur/f.parquet");
+        store.inner.put(&path, v1.clone().into()).await.unwrap();
+        let loc = Location {
+            store: store.clone(),
+            store_url: "memory://".into(),
+            path: object_store::path::Path::from("cur"),
+        };
+        let listed = |size: usize| DiscoveredFile {
+            url: "memory://cur/f.parquet".into(),
+            path: path.clone(),
+            size: size as u64,
+            e_tag: None,
+            last_modified: String::new(),
+            kind: FileKind::Parquet,
+        };
+
+        let file = listed(v1.len());
+        let (names, mut rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        assert_eq!(names, ["a"]);
+        let mut values = Vec::new();
+        while let Some(b) = rows.next().await {
+            let b = b.unwrap();
+            let a = b.column(0).as_string::<i32>();
+            values.extend((0..a.len()).map(|i| a.value(i).to_string()));
+        }
+        let digest = digest.finish(&loc, &file).await.unwrap();
+        // The rows and the hash are of the version the GET began on, though the object was
+        // restated while it was read; and the object was read once.
+        assert_eq!(values, ["x", "y"]);
+        assert_eq!(digest.sha256, hex::encode(Sha256::digest(&v1)));
+        assert_eq!(digest.bytes, v1.len() as u64);
+        assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // Listed as the first version, read as the restated one: the run stops (exit 4) and
+        // says so, rather than record one version's size beside another's hash.
+        let Err(e) = open_parquet(&loc, &file, None).await else {
+            panic!("a file read at another size than listed must fail");
+        };
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
+        assert!(
+            e.to_string().contains("changed while the run read it"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_local_parquet_rewritten_while_read_is_refused_at_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = dir.path().join("f.parquet");
+        let v1 = parquet_of(&["x", "y"]);
+        std::fs::write(&on_disk, &v1).unwrap();
+        let path = object_store::path::Path::from_absolute_path(&on_disk).unwrap();
+        let loc = Location {
+            store: Arc::new(object_store::local::LocalFileSystem::new()),
+            store_url: "file://".into(),
+            path: path.clone(),
+        };
+        let file = DiscoveredFile {
+            url: format!("file://{}", on_disk.display()),
+            path,
+            size: v1.len() as u64,
+            e_tag: None,
+            last_modified: String::new(),
+            kind: FileKind::Parquet,
+        };
+        // Undisturbed: the hash is the file's.
+        let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        assert_eq!(rows.count().await, 1);
+        let d = digest.finish(&loc, &file).await.unwrap();
+        assert_eq!(d.sha256, hex::encode(Sha256::digest(&v1)));
+
+        // Rewritten in place (same inode) after its rows were read: refused, exit 4.
+        let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        assert_eq!(rows.count().await, 1);
+        let mut longer = v1.to_vec();
+        longer.extend_from_slice(b"appended");
+        std::fs::write(&on_disk, &longer).unwrap();
+        let e = digest.finish(&loc, &file).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
+        assert!(
+            e.to_string().contains("changed while the run read it"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn doubles_read_as_the_text_arrows_cast_gives_them() {
