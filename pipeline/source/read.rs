@@ -869,10 +869,7 @@ pub async fn open_parquet(
 )> {
     use parquet::arrow::ParquetRecordBatchStreamBuilder;
     let (bytes, digest) = ParquetBytes::open(loc, file).await?;
-    let bad = |e: parquet::errors::ParquetError| TallyError::BadFile {
-        file: file.url.clone(),
-        message: e.to_string(),
-    };
+    let bad = |e| parquet_error(&file.url, e);
     let mut builder = ParquetRecordBatchStreamBuilder::new(bytes)
         .await
         .map_err(bad)?
@@ -910,10 +907,7 @@ pub async fn open_parquet(
     let all_names = names.clone();
     let out = stream
         .map(move |b| {
-            let b = b.map_err(|e| TallyError::BadFile {
-                file: url.clone(),
-                message: e.to_string(),
-            })?;
+            let b = b.map_err(|e| parquet_error(&url, e))?;
             let text = to_text(&b, &read_names, &keep).map_err(|m| TallyError::BadFile {
                 file: url.clone(),
                 message: m,
@@ -925,6 +919,29 @@ pub async fn open_parquet(
         })
         .boxed();
     Ok((names, out, digest))
+}
+
+/// A Parquet reader's error: a failed read of the file's bytes is local I/O (exit 4), anything
+/// else a file tally cannot read (exit 3).
+fn parquet_error(url: &str, e: parquet::errors::ParquetError) -> TallyError {
+    match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<std::io::Error>() {
+                Ok(io) => TallyError::Io {
+                    path: url.to_string(),
+                    source: *io,
+                },
+                Err(other) => TallyError::BadFile {
+                    file: url.to_string(),
+                    message: other.to_string(),
+                },
+            }
+        }
+        other => TallyError::BadFile {
+            file: url.to_string(),
+            message: other.to_string(),
+        },
+    }
 }
 
 /// Turns every column of a batch into text, but those `keep` marks that [`stays_typed`] allows;
@@ -1254,6 +1271,17 @@ mod tests {
             e.to_string().contains("changed while the run read it"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_failed_read_of_parquet_bytes_is_io_and_a_corrupt_file_is_bad_input() {
+        use crate::error::exit;
+        let io = parquet::errors::ParquetError::External(Box::new(std::io::Error::other("EIO")));
+        assert_eq!(parquet_error("f", io).exit_code(), exit::INFRASTRUCTURE);
+        let corrupt = parquet::errors::ParquetError::General("bad footer".into());
+        assert_eq!(parquet_error("f", corrupt).exit_code(), exit::BAD_INPUT);
+        let other = parquet::errors::ParquetError::External("not io".into());
+        assert_eq!(parquet_error("f", other).exit_code(), exit::BAD_INPUT);
     }
 
     #[tokio::test(flavor = "multi_thread")]
