@@ -436,15 +436,19 @@ pub fn start_file(
                         let b = match b {
                             Ok(b) => b,
                             Err(e) => {
+                                // The mapping side gets a copy; the run's error stays of its
+                                // kind (a failed local read is I/O, exit 4, not a bad file).
                                 let message = match &e {
                                     TallyError::BadFile { message, .. } => message.clone(),
                                     other => other.to_string(),
                                 };
-                                let _ = tx.send(Err(e)).await;
-                                return Err(TallyError::BadFile {
-                                    file: file.url.clone(),
-                                    message,
-                                });
+                                let _ = tx
+                                    .send(Err(TallyError::BadFile {
+                                        file: file.url.clone(),
+                                        message,
+                                    }))
+                                    .await;
+                                return Err(e);
                             }
                         };
                         if tx.send(Ok(push(b))).await.is_err() {
@@ -560,12 +564,14 @@ pub async fn finish_file(
         ai_meters_unparsed: 0,
     };
     let mut failure: Option<TallyError> = None;
+    let mut reader_failed = false;
     while let Some(b) = stream.next().await {
         let b = match b {
             Ok(b) => b,
             Err(e) => {
                 failure = Some(match e.find_root() {
                     datafusion::error::DataFusionError::External(inner) => {
+                        reader_failed = true;
                         let message = match inner.downcast_ref::<TallyError>() {
                             Some(TallyError::BadFile { message, .. }) => message.clone(),
                             _ => inner.to_string(),
@@ -607,7 +613,12 @@ pub async fn finish_file(
         .await
         .map_err(|e| TallyError::Internal(e.to_string()))?;
     if let Some(f) = failure {
-        return Err(f);
+        // A reader's storage or I/O failure keeps its kind (exit 4): the mapping side only saw
+        // its message.
+        return Err(match digest {
+            Err(own @ (TallyError::Io { .. } | TallyError::Storage { .. })) if reader_failed => own,
+            _ => f,
+        });
     }
     outcome.digest = digest?;
     drain_quarantine(&state, &mut outcome, None, sink).await?;

@@ -210,16 +210,25 @@ pub struct FileDigest {
 }
 
 async fn open_stream(loc: &Location, file: &DiscoveredFile) -> Result<ObjectBytes> {
+    Ok(open_stream_meta(loc, file).await?.0)
+}
+
+/// [`open_stream`], with the metadata of the version the GET is reading.
+async fn open_stream_meta(
+    loc: &Location,
+    file: &DiscoveredFile,
+) -> Result<(ObjectBytes, object_store::ObjectMeta)> {
     let got = loc
         .store
         .get(&file.path)
         .await
         .map_err(|e| loc.err("get", &file.path, e))?;
     let whole = got.range.start == 0 && got.range.end == got.meta.size;
-    match got.payload {
-        object_store::GetResultPayload::File(f, _) if whole => Ok(ObjectBytes::File(f)),
-        _ => Ok(ObjectBytes::Stream(got.into_stream())),
-    }
+    let meta = got.meta.clone();
+    Ok(match got.payload {
+        object_store::GetResultPayload::File(f, _) if whole => (ObjectBytes::File(f), meta),
+        _ => (ObjectBytes::Stream(got.into_stream()), meta),
+    })
 }
 
 /// The object's decompressed bytes, buffered: an uncompressed object's blocks are read in place.
@@ -565,12 +574,38 @@ pub enum PendingDigest {
     /// Hashed while spooled.
     Known(FileDigest),
     /// Hashed on [`PendingDigest::finish`], from the handle the rows were read through: its
-    /// first `size` bytes, which must still be all of it, as last modified at `modified`.
+    /// first `size` bytes, which must still be all of it, unchanged since `stamp`.
     Local {
         file: Arc<std::fs::File>,
         size: u64,
-        modified: Option<std::time::SystemTime>,
+        stamp: Stamp,
     },
+}
+
+/// What a local file's metadata says about its contents: its size, its modification time
+/// (which a tool can set back) and, on Unix, its change time (which it cannot).
+#[derive(Debug, PartialEq)]
+pub struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    changed: Option<(i64, i64)>,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        #[cfg(unix)]
+        let changed = {
+            use std::os::unix::fs::MetadataExt;
+            Some((meta.ctime(), meta.ctime_nsec()))
+        };
+        #[cfg(not(unix))]
+        let changed = None;
+        Stamp {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            changed,
+        }
+    }
 }
 
 /// The error for an export that changed while the run read it (a store error: run again).
@@ -588,13 +623,9 @@ fn changed(loc: &Location, file: &DiscoveredFile, what: String) -> TallyError {
 impl PendingDigest {
     /// The SHA-256 and size of the bytes the rows came from.
     pub async fn finish(self, loc: &Location, file: &DiscoveredFile) -> Result<FileDigest> {
-        let (handle, size, modified) = match self {
+        let (handle, size, stamp) = match self {
             PendingDigest::Known(d) => return Ok(d),
-            PendingDigest::Local {
-                file,
-                size,
-                modified,
-            } => (file, size, modified),
+            PendingDigest::Local { file, size, stamp } => (file, size, stamp),
         };
         let url = file.url.clone();
         let hashed = tokio::task::spawn_blocking(move || {
@@ -611,18 +642,19 @@ impl PendingDigest {
                 hasher.update(&block[..n]);
                 at += n as u64;
             }
-            let now = handle.metadata().map_err(io)?;
+            let now = Stamp::of(&handle.metadata().map_err(io)?);
             Ok::<_, TallyError>((hex::encode(hasher.finalize()), now))
         })
         .await
         .map_err(|e| TallyError::Internal(e.to_string()))??;
         let (sha256, now) = hashed;
-        if now.len() != size || now.modified().ok() != modified {
-            return Err(changed(
-                loc,
-                file,
-                format!("{} bytes when opened, {} now", size, now.len()),
-            ));
+        if now != stamp {
+            let what = if now.len != stamp.len {
+                format!("{} bytes when opened, {} now", stamp.len, now.len)
+            } else {
+                "written to since it was opened".to_string()
+            };
+            return Err(changed(loc, file, what));
         }
         Ok(FileDigest {
             sha256,
@@ -647,18 +679,30 @@ impl ParquetBytes {
             path: url.clone(),
             source: e,
         };
-        let (bytes, digest) = match open_stream(loc, file).await? {
+        let (object, got) = open_stream_meta(loc, file).await?;
+        // The manifest records the listing's size, ETag and time beside the hash: they must be
+        // of the version read.
+        if let (Some(listed), Some(read)) = (&file.e_tag, &got.e_tag)
+            && listed != read
+        {
+            return Err(changed(
+                loc,
+                file,
+                format!("ETag {listed} when listed, {read} when read"),
+            ));
+        }
+        let (bytes, digest) = match object {
             ObjectBytes::File(f) => {
-                let meta = f.metadata().map_err(&io)?;
+                let stamp = Stamp::of(&f.metadata().map_err(&io)?);
                 let f = Arc::new(f);
                 let bytes = ParquetBytes {
                     file: f.clone(),
-                    size: meta.len(),
+                    size: stamp.len,
                 };
                 let digest = PendingDigest::Local {
                     file: f,
-                    size: meta.len(),
-                    modified: meta.modified().ok(),
+                    size: stamp.len,
+                    stamp,
                 };
                 (bytes, digest)
             }
@@ -711,8 +755,6 @@ impl ParquetBytes {
                 (bytes, PendingDigest::Known(digest))
             }
         };
-        // The manifest records the listing's size, ETag and time beside the hash: they must be
-        // of the same version.
         if bytes.size != file.size {
             return Err(changed(
                 loc,
@@ -1320,6 +1362,31 @@ mod tests {
         assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
         assert!(
             e.to_string().contains("changed while the run read it"),
+            "{e}"
+        );
+
+        // Rewritten at the same size with its modification time set back: still refused.
+        std::fs::write(&on_disk, &v1).unwrap();
+        let when = std::fs::metadata(&on_disk).unwrap().modified().unwrap();
+        let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        assert_eq!(rows.count().await, 1);
+        let mut same_size = v1.to_vec();
+        let last = same_size.len() - 9; // a byte of the footer's metadata, not of the rows
+        same_size[last] ^= 1;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&on_disk)
+            .unwrap();
+        std::io::Write::write_all(&mut &f, &same_size).unwrap();
+        f.set_modified(when).unwrap();
+        drop(f);
+        assert_eq!(
+            std::fs::metadata(&on_disk).unwrap().modified().unwrap(),
+            when
+        );
+        let e = digest.finish(&loc, &file).await.unwrap_err();
+        assert!(
+            e.to_string().contains("written to since it was opened"),
             "{e}"
         );
     }
