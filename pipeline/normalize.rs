@@ -332,7 +332,27 @@ pub struct StartedFile {
     typer: Arc<Typer>,
     state: Arc<Mutex<(SourceTally, Vec<QuarantineRow>)>>,
     rx: mpsc::Receiver<Result<RecordBatch>>,
-    producer: tokio::task::JoinHandle<Result<FileDigest>>,
+    producer: ReaderTask,
+}
+
+/// A file's reader task, aborted if dropped before it is joined: a file the run no longer
+/// wants (a read-ahead file when the run fails) stops being read, and a remote Parquet file
+/// stops being spooled, instead of running on to the end of the run.
+struct ReaderTask(Option<tokio::task::JoinHandle<Result<FileDigest>>>);
+
+impl ReaderTask {
+    /// Waits for the task: the file's digest, or why it stopped.
+    async fn join(mut self) -> std::result::Result<Result<FileDigest>, tokio::task::JoinError> {
+        self.0.take().expect("a reader task is joined once").await
+    }
+}
+
+impl Drop for ReaderTask {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// Starts reading and typing `file` (its columns `names`) on a task of its own.
@@ -503,7 +523,7 @@ pub fn start_file(
         typer,
         state,
         rx,
-        producer,
+        producer: ReaderTask(Some(producer)),
     }
 }
 
@@ -610,6 +630,7 @@ pub async fn finish_file(
     }
     drop(stream);
     let digest = producer
+        .join()
         .await
         .map_err(|e| TallyError::Internal(e.to_string()))?;
     if let Some(f) = failure {
@@ -1020,7 +1041,7 @@ mod tests {
             assert!(started.rx.recv().await.unwrap().is_ok());
             let StartedFile { rx, producer, .. } = started;
             drop(rx);
-            let ended = tokio::time::timeout(std::time::Duration::from_secs(20), producer)
+            let ended = tokio::time::timeout(std::time::Duration::from_secs(20), producer.join())
                 .await
                 .unwrap_or_else(|_| panic!("{name}: the reader did not stop"))
                 .unwrap();
@@ -1029,5 +1050,19 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_reader_task_dropped_before_it_is_joined_is_aborted() {
+        // The task holds the sender for ever; its receiver ends only when the task's future is
+        // dropped, which abort does and a detached task never would.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = ReaderTask(Some(tokio::spawn(async move {
+            let _held = tx;
+            std::future::pending::<Result<FileDigest>>().await
+        })));
+        drop(task);
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), rx).await;
+        assert!(ended.is_ok(), "the dropped reader task is still running");
     }
 }
