@@ -55,6 +55,11 @@ pub enum TallyError {
         source: Box<object_store::Error>,
     },
 
+    /// An export changed while the run read it (restated mid-run): the rows read and the bytes
+    /// hashed could differ, so nothing of it is used. The next run reads the new version.
+    #[error("{file} changed while the run read it ({what}); run again")]
+    Changed { file: String, what: String },
+
     /// The Delta table could not be read or committed.
     #[error("table {table}: {message}")]
     Table { table: String, message: String },
@@ -103,9 +108,10 @@ impl TallyError {
         match self {
             TallyError::Job { .. } | TallyError::Usage(_) => exit::USAGE,
             TallyError::BadFile { .. } | TallyError::BadValue { .. } => exit::BAD_INPUT,
-            TallyError::Storage { .. } | TallyError::Io { .. } | TallyError::Table { .. } => {
-                exit::INFRASTRUCTURE
-            }
+            TallyError::Storage { .. }
+            | TallyError::Io { .. }
+            | TallyError::Table { .. }
+            | TallyError::Changed { .. } => exit::INFRASTRUCTURE,
             TallyError::Integrity(_) => exit::INTEGRITY,
             TallyError::Busy { .. } | TallyError::LockLost { .. } => exit::BUSY,
             TallyError::Sql { .. } | TallyError::Internal(_) => exit::INTERNAL,

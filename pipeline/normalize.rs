@@ -477,7 +477,7 @@ pub fn start_file(
                             return Err(stopped(&file));
                         }
                     }
-                    digest.finish(&loc, &file).await?
+                    digest.finish(&file).await?
                 }
                 _ => {
                     let (mut rx_text, handle) =
@@ -637,7 +637,11 @@ pub async fn finish_file(
         // A reader's storage or I/O failure keeps its kind (exit 4): the mapping side only saw
         // its message.
         return Err(match digest {
-            Err(own @ (TallyError::Io { .. } | TallyError::Storage { .. })) if reader_failed => own,
+            Err(
+                own @ (TallyError::Io { .. }
+                | TallyError::Storage { .. }
+                | TallyError::Changed { .. }),
+            ) if reader_failed => own,
             _ => f,
         });
     }

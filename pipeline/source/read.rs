@@ -609,20 +609,16 @@ impl Stamp {
 }
 
 /// The error for an export that changed while the run read it (a store error: run again).
-fn changed(loc: &Location, file: &DiscoveredFile, what: String) -> TallyError {
-    loc.err(
-        "read",
-        &file.path,
-        object_store::Error::Precondition {
-            path: file.path.to_string(),
-            source: format!("{what}: the export changed while the run read it; run again").into(),
-        },
-    )
+fn changed(file: &DiscoveredFile, what: String) -> TallyError {
+    TallyError::Changed {
+        file: file.url.clone(),
+        what,
+    }
 }
 
 impl PendingDigest {
     /// The SHA-256 and size of the bytes the rows came from.
-    pub async fn finish(self, loc: &Location, file: &DiscoveredFile) -> Result<FileDigest> {
+    pub async fn finish(self, file: &DiscoveredFile) -> Result<FileDigest> {
         let (handle, size, stamp) = match self {
             PendingDigest::Known(d) => return Ok(d),
             PendingDigest::Local { file, size, stamp } => (file, size, stamp),
@@ -654,7 +650,7 @@ impl PendingDigest {
             } else {
                 "written to since it was opened".to_string()
             };
-            return Err(changed(loc, file, what));
+            return Err(changed(file, what));
         }
         Ok(FileDigest {
             sha256,
@@ -686,7 +682,6 @@ impl ParquetBytes {
             && listed != read
         {
             return Err(changed(
-                loc,
                 file,
                 format!("ETag {listed} when listed, {read} when read"),
             ));
@@ -757,7 +752,6 @@ impl ParquetBytes {
         };
         if bytes.size != file.size {
             return Err(changed(
-                loc,
                 file,
                 format!("{} bytes when listed, {} when read", file.size, bytes.size),
             ));
@@ -1295,7 +1289,7 @@ mod tests {
             let a = b.column(0).as_string::<i32>();
             values.extend((0..a.len()).map(|i| a.value(i).to_string()));
         }
-        let digest = digest.finish(&loc, &file).await.unwrap();
+        let digest = digest.finish(&file).await.unwrap();
         // The rows and the hash are of the version the GET began on, though the object was
         // restated while it was read; and the object was read once.
         assert_eq!(values, ["x", "y"]);
@@ -1349,7 +1343,7 @@ mod tests {
         // Undisturbed: the hash is the file's.
         let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
         assert_eq!(rows.count().await, 1);
-        let d = digest.finish(&loc, &file).await.unwrap();
+        let d = digest.finish(&file).await.unwrap();
         assert_eq!(d.sha256, hex::encode(Sha256::digest(&v1)));
 
         // Rewritten in place (same inode) after its rows were read: refused, exit 4.
@@ -1358,7 +1352,7 @@ mod tests {
         let mut longer = v1.to_vec();
         longer.extend_from_slice(b"appended");
         std::fs::write(&on_disk, &longer).unwrap();
-        let e = digest.finish(&loc, &file).await.unwrap_err();
+        let e = digest.finish(&file).await.unwrap_err();
         assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
         assert!(
             e.to_string().contains("changed while the run read it"),
@@ -1384,7 +1378,7 @@ mod tests {
             std::fs::metadata(&on_disk).unwrap().modified().unwrap(),
             when
         );
-        let e = digest.finish(&loc, &file).await.unwrap_err();
+        let e = digest.finish(&file).await.unwrap_err();
         assert!(
             e.to_string().contains("written to since it was opened"),
             "{e}"
