@@ -608,7 +608,7 @@ impl Stamp {
     }
 }
 
-/// The error for an export that changed while the run read it (a store error: run again).
+/// The error for an export that changed while the run read it (exit 4: the next run reads it).
 fn changed(file: &DiscoveredFile, what: String) -> TallyError {
     TallyError::Changed {
         file: file.url.clone(),
