@@ -440,18 +440,8 @@ pub fn start_file(
             };
             let digest = match file.kind {
                 FileKind::Parquet => {
-                    let (read_names, mut stream, digest) =
-                        read::open_parquet(&loc, &file, wanted).await?;
-                    if read_names != planned_names {
-                        const CHANGED: &str = "the file changed while the run read it: its \
-                            columns differ from those it was planned with; run again";
-                        let changed = || TallyError::BadFile {
-                            file: file.url.clone(),
-                            message: CHANGED.into(),
-                        };
-                        let _ = tx.send(Err(changed())).await;
-                        return Err(changed());
-                    }
+                    let planned = wanted.map(|w| (planned_names.as_slice(), w));
+                    let (mut stream, digest) = read::open_parquet(&loc, &file, planned).await?;
                     while let Some(b) = stream.next().await {
                         let b = match b {
                             Ok(b) => b,

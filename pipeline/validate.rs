@@ -375,7 +375,7 @@ async fn load_file(
     match file.kind {
         FileKind::Parquet => {
             use futures::StreamExt;
-            let (_, mut s, _) = read::open_parquet(&loc, file, None).await?;
+            let (mut s, _) = read::open_parquet(&loc, file, None).await?;
             while let Some(b) = s.next().await {
                 push(b?);
             }

@@ -558,7 +558,7 @@ fn read_json_lines(
 /// One consistent copy of a Parquet export's bytes, read at any offset.
 ///
 /// A local file is read in place through the one handle the store opened, and checked
-/// unchanged (size and modification time) once its rows and hash are read; an object in a
+/// unchanged ([`Stamp`]) once its rows and hash are read; an object in a
 /// remote store is fetched with a single GET into an unnamed spool file in the temp directory
 /// (`TMPDIR`), hashed as it arrives. Either way the rows and the SHA-256 in the manifest come
 /// from the same bytes, and a remote object's bytes cross the network once (planning reads
@@ -669,6 +669,36 @@ impl Drop for CancelOnDrop {
 }
 
 impl ParquetBytes {
+    /// `ranges`, read on one blocking thread (a row group's column chunks are one trip). A
+    /// range outside the file (a corrupt footer) is an error before anything is allocated.
+    fn read_ranges(
+        &self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> futures::future::BoxFuture<'static, parquet::errors::Result<Vec<Bytes>>> {
+        let (file, size) = (self.file.clone(), self.size);
+        Box::pin(async move {
+            if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > size) {
+                return Err(parquet::errors::ParquetError::General(format!(
+                    "the footer points at bytes {}..{} of a {size}-byte file",
+                    r.start, r.end
+                )));
+            }
+            tokio::task::spawn_blocking(move || {
+                ranges
+                    .iter()
+                    .map(|r| {
+                        let mut buf = vec![0u8; (r.end - r.start) as usize];
+                        read_exact_at(&file, &mut buf, r.start)?;
+                        Ok(Bytes::from(buf))
+                    })
+                    .collect::<std::io::Result<Vec<Bytes>>>()
+            })
+            .await
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+
     async fn open(loc: &Location, file: &DiscoveredFile) -> Result<(ParquetBytes, PendingDigest)> {
         let url = file.url.clone();
         let io = move |e: std::io::Error| TallyError::Io {
@@ -703,7 +733,7 @@ impl ParquetBytes {
             }
             mut stream => {
                 let rt = tokio::runtime::Handle::current();
-                let (path, url) = (file.path.clone(), file.url.clone());
+                let (loc, path, url) = (loc.clone(), file.path.clone(), file.url.clone());
                 let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let _cancel = CancelOnDrop(cancelled.clone());
                 let spooled = tokio::task::spawn_blocking(move || {
@@ -720,16 +750,16 @@ impl ParquetBytes {
                     let mut bytes = 0u64;
                     while let Some(block) = stream.next_block(&rt) {
                         if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Err(SpoolError::Tally(TallyError::Internal(
+                            return Err(TallyError::Internal(
                                 "spool cancelled: its reader went away".into(),
-                            )));
+                            ));
                         }
-                        let block = block.map_err(|e| (path.clone(), e))?;
+                        let block = block.map_err(|e| loc.err("read", &path, e))?;
                         hasher.update(&block);
                         bytes += block.len() as u64;
                         out.write_all(&block).map_err(spool_err)?;
                     }
-                    Ok::<_, SpoolError>((
+                    Ok::<_, TallyError>((
                         out,
                         FileDigest {
                             sha256: hex::encode(hasher.finalize()),
@@ -739,10 +769,7 @@ impl ParquetBytes {
                 })
                 .await
                 .map_err(|e| TallyError::Internal(e.to_string()))?;
-                let (out, digest) = spooled.map_err(|e| match e {
-                    SpoolError::Tally(e) => e,
-                    SpoolError::Store(path, e) => loc.err("read", &path, e),
-                })?;
+                let (out, digest) = spooled?;
                 let bytes = ParquetBytes {
                     file: Arc::new(out),
                     size: digest.bytes,
@@ -757,24 +784,6 @@ impl ParquetBytes {
             ));
         }
         Ok((bytes, digest))
-    }
-}
-
-/// Why spooling failed: the store's read, or the local spool file.
-enum SpoolError {
-    Store(object_store::path::Path, object_store::Error),
-    Tally(TallyError),
-}
-
-impl From<TallyError> for SpoolError {
-    fn from(e: TallyError) -> Self {
-        SpoolError::Tally(e)
-    }
-}
-
-impl From<(object_store::path::Path, object_store::Error)> for SpoolError {
-    fn from((p, e): (object_store::path::Path, object_store::Error)) -> Self {
-        SpoolError::Store(p, e)
     }
 }
 
@@ -796,38 +805,6 @@ fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::
             }
         }
         Ok(())
-    }
-}
-
-impl ParquetBytes {
-    /// `ranges`, read on one blocking thread (a row group's column chunks are one trip). A
-    /// range outside the file (a corrupt footer) is an error before anything is allocated.
-    fn read_ranges(
-        &self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> futures::future::BoxFuture<'static, parquet::errors::Result<Vec<Bytes>>> {
-        let (file, size) = (self.file.clone(), self.size);
-        Box::pin(async move {
-            if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > size) {
-                return Err(parquet::errors::ParquetError::General(format!(
-                    "the footer points at bytes {}..{} of a {size}-byte file",
-                    r.start, r.end
-                )));
-            }
-            tokio::task::spawn_blocking(move || {
-                ranges
-                    .iter()
-                    .map(|r| {
-                        let mut buf = vec![0u8; (r.end - r.start) as usize];
-                        read_exact_at(&file, &mut buf, r.start)?;
-                        Ok(Bytes::from(buf))
-                    })
-                    .collect::<std::io::Result<Vec<Bytes>>>()
-            })
-            .await
-            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))?
-            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
-        })
     }
 }
 
@@ -891,19 +868,18 @@ pub async fn parquet_columns(loc: &Location, file: &DiscoveredFile) -> Result<Ve
         .collect())
 }
 
-/// Opens a Parquet export; returns its column names, a stream of batches whose columns are
-/// text, but for those `wanted` keeps typed (see [`Wanted::keeping_typed`]), and the pending
-/// SHA-256 of the bytes the batches come from (see [`ParquetBytes`]).
+/// Opens a Parquet export; returns a stream of batches whose columns are text, but for those
+/// `wanted` keeps typed (see [`Wanted::keeping_typed`]), and the pending SHA-256 of the bytes
+/// the batches come from (see [`ParquetBytes`]). `planned`: the columns the file was planned
+/// with (from [`parquet_columns`]) and those to read; a file whose columns are no longer those
+/// changed in between, and is refused.
 pub async fn open_parquet(
     loc: &Location,
     file: &DiscoveredFile,
-    wanted: Option<Wanted>,
-) -> Result<(
-    Vec<String>,
-    BoxStream<'static, Result<RecordBatch>>,
-    PendingDigest,
-)> {
+    planned: Option<(&[String], Wanted)>,
+) -> Result<(BoxStream<'static, Result<RecordBatch>>, PendingDigest)> {
     use parquet::arrow::ParquetRecordBatchStreamBuilder;
+    let (planned_names, wanted) = planned.unzip();
     let (bytes, digest) = ParquetBytes::open(loc, file).await?;
     let bad = |e| parquet_error(&file.url, e);
     let mut builder = ParquetRecordBatchStreamBuilder::new(bytes)
@@ -916,17 +892,15 @@ pub async fn open_parquet(
         .iter()
         .map(|f| f.name().clone())
         .collect();
+    if planned_names.is_some_and(|p| p != names) {
+        return Err(TallyError::BadFile {
+            file: file.url.clone(),
+            message: "the file changed while the run read it: its columns differ from those it \
+                      was planned with; run again"
+                .into(),
+        });
+    }
     if let Some(w) = &wanted {
-        if w.read.len() != names.len() {
-            return Err(TallyError::BadFile {
-                file: file.url.clone(),
-                message: format!(
-                    "the file changed while the run read it: it was planned with {} columns and now has {}; run again",
-                    w.read.len(),
-                    names.len()
-                ),
-            });
-        }
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), w.indices());
         builder = builder.with_projection(mask);
     }
@@ -954,7 +928,7 @@ pub async fn open_parquet(
             })
         })
         .boxed();
-    Ok((names, out, digest))
+    Ok((out, digest))
 }
 
 /// A Parquet reader's error: a failed read of the file's bytes is local I/O (exit 4), anything
@@ -1281,8 +1255,10 @@ mod tests {
         };
 
         let file = listed(v1.len());
-        let (names, mut rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
-        assert_eq!(names, ["a"]);
+        // Planned with its one column "a", which it still has.
+        let columns = ["a".to_string()];
+        let planned = Some((&columns[..], Wanted::new(vec![true])));
+        let (mut rows, digest) = open_parquet(&loc, &file, planned).await.unwrap();
         let mut values = Vec::new();
         while let Some(b) = rows.next().await {
             let b = b.unwrap();
@@ -1341,13 +1317,22 @@ mod tests {
             kind: FileKind::Parquet,
         };
         // Undisturbed: the hash is the file's.
-        let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        let (rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
         assert_eq!(rows.count().await, 1);
         let d = digest.finish(&file).await.unwrap();
         assert_eq!(d.sha256, hex::encode(Sha256::digest(&v1)));
 
+        // Planned with other columns than it has now: refused as a changed file (exit 3).
+        let columns = ["b".to_string()];
+        let planned = Some((&columns[..], Wanted::new(vec![true])));
+        let Err(e) = open_parquet(&loc, &file, planned).await else {
+            panic!("a file whose columns changed since planning must be refused");
+        };
+        assert_eq!(e.exit_code(), crate::error::exit::BAD_INPUT);
+        assert!(e.to_string().contains("columns differ"), "{e}");
+
         // Rewritten in place (same inode) after its rows were read: refused, exit 4.
-        let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        let (rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
         assert_eq!(rows.count().await, 1);
         let mut longer = v1.to_vec();
         longer.extend_from_slice(b"appended");
@@ -1362,7 +1347,7 @@ mod tests {
         // Rewritten at the same size with its modification time set back: still refused.
         std::fs::write(&on_disk, &v1).unwrap();
         let when = std::fs::metadata(&on_disk).unwrap().modified().unwrap();
-        let (_, rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
+        let (rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
         assert_eq!(rows.count().await, 1);
         let mut same_size = v1.to_vec();
         let last = same_size.len() - 9; // a byte of the footer's metadata, not of the rows
