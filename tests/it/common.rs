@@ -129,6 +129,27 @@ pub fn tally_cmd() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_tally"))
 }
 
+/// Asserts a `tally` process exited 0, showing its stderr when it did not.
+#[track_caller]
+pub fn assert_exit_0(o: &std::process::Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// The run manifests written under an output root, sorted (by start time, then run id).
+pub fn manifests(out: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(out.join("_tally/manifests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
 /// `tally query -t <out> --format csv <sql>` as a separate process: its CSV output (the
 /// command must succeed).
 pub fn query_csv(out: &Path, sql: &str) -> String {

@@ -275,12 +275,7 @@ fn exit_codes_tell_a_scheduler_what_went_wrong() {
     lines[2] = bad;
     std::fs::write(&src, lines.join("\n") + "\n").unwrap();
     let o = run_one_off(&src, &out);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit_0(&o);
     let text = query_csv(
         &out,
         "SELECT x_SourceRow, ColumnName, RuleId, Value FROM quarantine WHERE RuleId = 'parse-timestamp'",
@@ -298,12 +293,7 @@ fn a_mapping_that_loses_money_fails_the_run_and_commits_nothing() {
     let src = root().join("sample-data/aws/cur-athena");
     // A good run first: version 1 of every table.
     let o = run_one_off(&src, &out);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit_0(&o);
     let files_before = parquet_files(&out).len();
 
     // The same export through a mapping that drops tax from BilledCost.
@@ -470,12 +460,7 @@ fn files_sharing_a_plan_keep_their_own_lineage() {
     assert_eq!(plans("sql/normalize/focus.sql"), 1);
 
     // Each file's rows carry its URL and the ingestion id the manifest records for it.
-    let manifest = std::fs::read_dir(out.join("_tally/manifests"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let manifest = manifests(&out).remove(0);
     let m: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
     let mut expected: Vec<String> = m["inputs"]

@@ -202,12 +202,7 @@ fn a_run_killed_anywhere_leaves_the_tables_as_they_were_and_the_next_run_converg
             .env("TALLY_LOCK_STALE_SECS", "0")
             .output()
             .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_exit_0(&o);
     };
     ok(&[]);
     let before = table_state(&out);
@@ -286,22 +281,12 @@ fn a_second_run_of_an_output_waits_or_exits_6_and_a_dead_runs_lock_goes_stale() 
         .output()
         .unwrap();
     remover.join().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit_0(&o);
     assert!(!lock.exists(), "released");
     // A lock whose holder stopped sending heartbeats long ago is taken over.
     std::fs::write(&lock, held(chrono::Utc::now() - chrono::Duration::hours(3))).unwrap();
     let o = one_off_cmd(&src, &out).arg("--full").output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert_exit_0(&o);
     assert!(String::from_utf8_lossy(&o.stderr).contains("stale lock"));
 }
 

@@ -26,15 +26,6 @@ fn run(job: &Path) -> std::process::Output {
         .unwrap()
 }
 
-fn manifests(out: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(out.join("_tally/manifests"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn invoices_reconcile_with_every_status_and_a_past_result_is_reproduced_exactly() {
     let dir = tempfile::tempdir().unwrap();
