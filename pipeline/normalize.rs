@@ -319,6 +319,20 @@ fn stopped(file: &DiscoveredFile) -> TallyError {
     TallyError::Internal(format!("{}: the mapping stopped reading", file.url))
 }
 
+/// The copy of a reader's error that the mapping side sees (its plan reads the batches, and
+/// sees the error as a bad file); the run reports the reader's own error, of its kind (a
+/// failed read is exit 4, not a bad file), which [`finish_file`] takes from the task.
+fn copy_for_mapping(file: &DiscoveredFile, e: &TallyError) -> TallyError {
+    let message = match e {
+        TallyError::BadFile { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    TallyError::BadFile {
+        file: file.url.clone(),
+        message,
+    }
+}
+
 /// A file whose reader task has started: typed raw batches queue up (a few at most) until
 /// [`finish_file`] maps them. A run starts the next file while it maps the current one, so
 /// reading one file overlaps with mapping and writing the one before; rows still reach the
@@ -446,18 +460,7 @@ pub fn start_file(
                         let b = match b {
                             Ok(b) => b,
                             Err(e) => {
-                                // The mapping side gets a copy; the run's error stays of its
-                                // kind (a failed local read is I/O, exit 4, not a bad file).
-                                let message = match &e {
-                                    TallyError::BadFile { message, .. } => message.clone(),
-                                    other => other.to_string(),
-                                };
-                                let _ = tx
-                                    .send(Err(TallyError::BadFile {
-                                        file: file.url.clone(),
-                                        message,
-                                    }))
-                                    .await;
+                                let _ = tx.send(Err(copy_for_mapping(&file, &e))).await;
                                 return Err(e);
                             }
                         };
@@ -470,35 +473,23 @@ pub fn start_file(
                     digest.finish(&file).await?
                 }
                 _ => {
-                    let (mut rx_text, handle) =
-                        read::spawn_csv(&loc, &file, text_schema, wanted).await?;
-                    while let Some(b) = rx_text.recv().await {
+                    let mut reader = read::spawn_csv(&loc, &file, text_schema, wanted).await?;
+                    while let Some(b) = reader.next().await {
                         match b {
                             Ok(b) => {
                                 if tx.send(Ok(push(b))).await.is_err() {
-                                    // As above; the reader thread stops once its channel is
-                                    // gone, so close it before waiting for the thread.
-                                    drop(rx_text);
-                                    let _ = handle.await;
+                                    // As above.
+                                    reader.stop().await;
                                     return Err(stopped(&file));
                                 }
                             }
                             Err(e) => {
-                                let message = match &e {
-                                    TallyError::BadFile { message, .. } => message.clone(),
-                                    other => other.to_string(),
-                                };
-                                let _ = tx.send(Err(e)).await;
-                                return Err(TallyError::BadFile {
-                                    file: file.url.clone(),
-                                    message,
-                                });
+                                let _ = tx.send(Err(copy_for_mapping(&file, &e))).await;
+                                return Err(e);
                             }
                         }
                     }
-                    handle
-                        .await
-                        .map_err(|e| TallyError::Internal(e.to_string()))??
+                    reader.finish().await?
                 }
             };
             Ok::<FileDigest, TallyError>(digest)

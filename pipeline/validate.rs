@@ -381,11 +381,11 @@ async fn load_file(
             }
         }
         _ => {
-            let (mut rx, h) = read::spawn_csv(&loc, file, read::text_schema(&names), None).await?;
-            while let Some(b) = rx.recv().await {
+            let mut reader = read::spawn_csv(&loc, file, read::text_schema(&names), None).await?;
+            while let Some(b) = reader.next().await {
                 push(b?);
             }
-            h.await.map_err(|e| TallyError::Internal(e.to_string()))??;
+            reader.finish().await?;
         }
     }
     for kind in ["parse-decimal", "parse-timestamp"] {

@@ -32,6 +32,10 @@ pub enum CsvError {
         /// Fields in the record.
         got: usize,
     },
+    /// The header is not the one the file was planned with (another width or other names):
+    /// the file was rewritten between the two reads.
+    #[error("its header changed since the run planned it: {0}")]
+    Header(String),
     /// A field is not UTF-8 text.
     #[error("invalid UTF-8 on line {line} in column {column:?}")]
     Utf8 {
@@ -79,6 +83,28 @@ struct Columns {
 }
 
 impl Columns {
+    /// The header read must be the one the schema was built from: the same columns, named
+    /// alike, in the same order.
+    fn check_header(&self, names: &[String]) -> Result<(), CsvError> {
+        let planned = self.schema.fields();
+        if names.len() != planned.len() {
+            return Err(CsvError::Header(format!(
+                "{} columns, where it had {}",
+                names.len(),
+                planned.len()
+            )));
+        }
+        match names.iter().zip(planned).position(|(n, f)| n != f.name()) {
+            Some(k) => Err(CsvError::Header(format!(
+                "column {} is {:?}, where it was {:?}",
+                k + 1,
+                names[k],
+                planned[k].name()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// Appends one record whose field `k` is `text[spans[k].0..spans[k].1]`. `checked`: `text`
     /// is UTF-8 and every span starts and ends at a character boundary.
     fn append(
@@ -238,6 +264,28 @@ impl<R: BufRead> CsvBatches<R> {
         }
     }
 
+    /// Reads the header, the first record: its fields as text, a UTF-8 byte-order mark removed
+    /// (`csv_core` strips one too, unless the input's first block is shorter than it); `None`
+    /// if the input is empty.
+    fn read_header(&mut self) -> Result<Option<Vec<String>>, CsvError> {
+        let Some((fields, _)) = self.slow_record()? else {
+            return Ok(None);
+        };
+        self.header_read = true;
+        let mut start = 0;
+        let mut names = Vec::with_capacity(fields);
+        for (k, &end) in self.record_ends[..fields].iter().enumerate() {
+            let name =
+                std::str::from_utf8(&self.record[start..end]).map_err(|_| CsvError::Utf8 {
+                    line: 1,
+                    column: format!("#{}", k + 1),
+                })?;
+            names.push(name.strip_prefix('\u{feff}').unwrap_or(name).to_string());
+            start = end;
+        }
+        Ok(Some(names))
+    }
+
     /// Reads the next record with `csv_core` into `record`/`record_ends`; returns its field
     /// count and the line it started on, `None` at the end of the input.
     fn slow_record(&mut self) -> Result<Option<(usize, u64)>, CsvError> {
@@ -340,6 +388,13 @@ impl<R: BufRead> CsvBatches<R> {
     }
 }
 
+/// A CSV file's header, read by the same parser as its records: column names, a UTF-8
+/// byte-order mark removed; `None` for an empty input.
+pub fn read_header(input: impl BufRead) -> Result<Option<Vec<String>>, CsvError> {
+    let empty = Arc::new(arrow::datatypes::Schema::empty());
+    CsvBatches::new(input, empty, None).read_header()
+}
+
 impl<R: BufRead> Iterator for CsvBatches<R> {
     type Item = Result<RecordBatch, CsvError>;
 
@@ -349,18 +404,9 @@ impl<R: BufRead> Iterator for CsvBatches<R> {
         }
         let step = (|| {
             if !self.header_read {
-                let header = self.slow_record()?;
-                self.header_read = true;
-                match header {
+                match self.read_header()? {
                     None => return Ok(None),
-                    Some((got, line)) if got != self.columns.slots.len() => {
-                        return Err(CsvError::FieldCount {
-                            line,
-                            expected: self.columns.slots.len(),
-                            got,
-                        });
-                    }
-                    Some(_) => {}
+                    Some(names) => self.columns.check_header(&names)?,
                 }
             }
             self.fill()?;
@@ -407,7 +453,7 @@ mod tests {
     fn decodes_as_arrow_csv_does() {
         // Quoting, doubled quotes, embedded separators and line ends, CRLF, empty and quoted
         // empty fields, a blank line, non-ASCII text, no final line end.
-        let text = "a,b,c\r\n\"x,1\",\"say \"\"hi\"\"\",\r\n\n,\"\",\"two\nlines\"\r\nü,€,z";
+        let text = "c0,c1,c2\r\n\"x,1\",\"say \"\"hi\"\"\",\r\n\n,\"\",\"two\nlines\"\r\nü,€,z";
         let ours = decode(text.as_bytes(), 3, None);
         let theirs = arrow_csv(text.as_bytes(), 3);
         assert_eq!(ours, theirs);
@@ -457,7 +503,7 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             (seed >> 33) as usize % m
         };
-        let mut text = String::from("h0,h1,h2,h3\r\n");
+        let mut text = String::from("c0,c1,c2,c3\r\n");
         // More rows than a batch holds; every kind of line end, blank lines among them.
         for _ in 0..BATCH_ROWS + 900 {
             let row: Vec<&str> = (0..4).map(|_| cells[next(cells.len())]).collect();
@@ -477,7 +523,7 @@ mod tests {
 
     #[test]
     fn line_numbers_count_crlf_blank_and_quoted_lines() {
-        let text = "a,b\r\n1,2\r\n\r\n3,\"x\r\ny\"\r\n5\r\n";
+        let text = "c0,c1\r\n1,2\r\n\r\n3,\"x\r\ny\"\r\n5\r\n";
         for capacity in [1, 5, 4096] {
             let r = std::io::BufReader::with_capacity(capacity, text.as_bytes());
             let err = CsvBatches::new(r, schema(2), None)
@@ -494,7 +540,7 @@ mod tests {
     #[test]
     fn blank_lines_before_a_bad_record_count_wherever_the_blocks_end() {
         // LF, CRLF and CR CR LF blank lines, then a good record, more blank lines, a bad one.
-        let text = "a,b\n1,2\n\n\r\n\r\r\n3,4\n\n\r\n5\n6,7\n";
+        let text = "c0,c1\n1,2\n\n\r\n\r\r\n3,4\n\n\r\n5\n6,7\n";
         for capacity in 1..=text.len() {
             let r = std::io::BufReader::with_capacity(capacity, text.as_bytes());
             let mut batches = CsvBatches::new(r, schema(2), None);
@@ -508,19 +554,49 @@ mod tests {
     }
 
     #[test]
-    fn a_header_of_another_width_is_an_error_on_line_1() {
-        let err = CsvBatches::new("a,b\n1,2,3\n".as_bytes(), schema(3), None)
-            .find_map(|r| r.err())
-            .unwrap();
+    fn a_header_other_than_the_planned_one_is_refused() {
+        let first_error = |text: &str, n: usize| {
+            CsvBatches::new(text.as_bytes(), schema(n), None)
+                .find_map(|r| r.err())
+                .map(|e| e.to_string())
+        };
+        // Rewritten between planning and reading: narrower, or columns swapped.
         assert_eq!(
-            err.to_string(),
-            "incorrect number of fields for line 1, expected 3 got 2"
+            first_error("c0,c1\n1,2,3\n", 3).as_deref(),
+            Some("its header changed since the run planned it: 2 columns, where it had 3")
+        );
+        assert_eq!(
+            first_error("c1,c0\n1,2\n", 2).as_deref(),
+            Some(
+                "its header changed since the run planned it: column 1 is \"c1\", where it was \"c0\""
+            )
+        );
+        // Quoting and a byte-order mark are not changes.
+        assert_eq!(first_error("\u{feff}\"c0\",c1\n1,2\n", 2), None);
+    }
+
+    #[test]
+    fn the_header_is_read_as_the_records_are() {
+        let names = |text: &[u8]| read_header(text).unwrap();
+        assert_eq!(
+            names("\u{feff}a,\"b,c\",\"say \"\"d\"\"\"\r\n1,2,3\n".as_bytes()),
+            Some(vec!["a".to_string(), "b,c".into(), "say \"d\"".into()])
+        );
+        // A header's quoted field may hold a line end; blank lines before it are skipped.
+        assert_eq!(
+            names(b"\n\"two\nlines\",x\n"),
+            Some(vec!["two\nlines".to_string(), "x".into()])
+        );
+        assert_eq!(names(b""), None);
+        assert_eq!(
+            read_header(&b"a,\xff\n"[..]).unwrap_err().to_string(),
+            "invalid UTF-8 on line 1 in column \"#2\""
         );
     }
 
     #[test]
     fn unread_columns_are_null_and_batches_hold_batch_rows() {
-        let mut text = String::from("a,b,c\n");
+        let mut text = String::from("c0,c1,c2\n");
         for i in 0..BATCH_ROWS + 3 {
             text.push_str(&format!("{i},skip{i},z{i}\n"));
         }
@@ -545,7 +621,7 @@ mod tests {
 
     #[test]
     fn a_short_record_is_named_by_the_line_it_starts_on() {
-        let text = "a,b\n1,\"multi\nline\"\n3\n";
+        let text = "c0,c1\n1,\"multi\nline\"\n3\n";
         let err = CsvBatches::new(text.as_bytes(), schema(2), None)
             .find_map(|r| r.err())
             .unwrap();
@@ -557,7 +633,7 @@ mod tests {
 
     #[test]
     fn a_field_that_is_not_utf8_is_named_by_line_and_column() {
-        let err = CsvBatches::new(&b"a,b\n1,2\n3,\xff\n"[..], schema(2), None)
+        let err = CsvBatches::new(&b"c0,c1\n1,2\n3,\xff\n"[..], schema(2), None)
             .find_map(|r| r.err())
             .unwrap();
         assert_eq!(err.to_string(), "invalid UTF-8 on line 3 in column \"c1\"");
@@ -565,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_file_with_only_a_header_has_no_batches() {
-        assert!(decode(b"a,b\n", 2, None).is_empty());
+        assert!(decode(b"c0,c1\n", 2, None).is_empty());
         assert!(decode(b"", 2, None).is_empty());
     }
 }

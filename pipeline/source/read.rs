@@ -116,7 +116,7 @@ pub fn is_utc_instant(t: &DataType) -> bool {
 /// read as its store's stream.
 enum ObjectBytes {
     Stream(BoxStream<'static, object_store::Result<Bytes>>),
-    File(std::fs::File),
+    File(Arc<std::fs::File>),
 }
 
 /// Bytes per read of a local file.
@@ -131,7 +131,7 @@ impl ObjectBytes {
             ObjectBytes::File(f) => {
                 // `read_to_end` fills the block without zeroing it first.
                 let mut block = Vec::with_capacity(LOCAL_BLOCK);
-                match f.by_ref().take(LOCAL_BLOCK as u64).read_to_end(&mut block) {
+                match (&**f).take(LOCAL_BLOCK as u64).read_to_end(&mut block) {
                     Ok(0) => None,
                     Ok(_) => Some(Ok(Bytes::from(block))),
                     Err(e) => Some(Err(object_store::Error::Generic {
@@ -209,25 +209,37 @@ pub struct FileDigest {
     pub bytes: u64,
 }
 
-async fn open_stream(loc: &Location, file: &DiscoveredFile) -> Result<ObjectBytes> {
-    Ok(open_stream_meta(loc, file).await?.0)
-}
-
-/// [`open_stream`], with the metadata of the version the GET is reading.
-async fn open_stream_meta(
-    loc: &Location,
-    file: &DiscoveredFile,
-) -> Result<(ObjectBytes, object_store::ObjectMeta)> {
+/// Opens the version of `file` the listing saw, with one GET. The manifest records the
+/// listing's size, ETag and time beside the hash of the bytes read, and a file's header is
+/// read before its rows: a GET that finds another ETag or size means the export was restated
+/// since it was listed (exit 4, [`TallyError::Changed`]; the next run reads the new version).
+async fn open_listed(loc: &Location, file: &DiscoveredFile) -> Result<ObjectBytes> {
     let got = loc
         .store
         .get(&file.path)
         .await
         .map_err(|e| loc.err("get", &file.path, e))?;
+    if let (Some(listed), Some(read)) = (&file.e_tag, &got.meta.e_tag)
+        && listed != read
+    {
+        return Err(changed(
+            file,
+            format!("ETag {listed} when listed, {read} when read"),
+        ));
+    }
+    if got.meta.size != file.size {
+        return Err(changed(
+            file,
+            format!(
+                "{} bytes when listed, {} when read",
+                file.size, got.meta.size
+            ),
+        ));
+    }
     let whole = got.range.start == 0 && got.range.end == got.meta.size;
-    let meta = got.meta.clone();
     Ok(match got.payload {
-        object_store::GetResultPayload::File(f, _) if whole => (ObjectBytes::File(f), meta),
-        _ => (ObjectBytes::Stream(got.into_stream()), meta),
+        object_store::GetResultPayload::File(f, _) if whole => ObjectBytes::File(Arc::new(f)),
+        _ => ObjectBytes::Stream(got.into_stream()),
     })
 }
 
@@ -248,7 +260,7 @@ async fn read_head<T: Send + 'static>(
     file: &DiscoveredFile,
     f: impl FnOnce(std::io::Take<Box<dyn BufRead + Send>>, String) -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    let stream = open_stream(loc, file).await?;
+    let stream = open_listed(loc, file).await?;
     let rt = tokio::runtime::Handle::current();
     let kind = file.kind;
     let url = file.url.clone();
@@ -260,22 +272,17 @@ async fn read_head<T: Send + 'static>(
     .map_err(|e| TallyError::Internal(e.to_string()))?
 }
 
-/// Reads a CSV file's header: column names, a UTF-8 byte-order mark removed.
+/// Reads a CSV file's header (with the parser that reads its records, which checks that the
+/// header is still this one): column names, a UTF-8 byte-order mark removed.
 pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     // A header longer than 1 MiB is not a header (binary data, or CR-only line ends).
-    read_head(loc, file, |mut d, url| {
-        let mut line = Vec::new();
-        d.read_until(b'\n', &mut line)
+    read_head(loc, file, |d, url| {
+        let names = super::csv::read_header(d)
             .map_err(|e| TallyError::BadFile {
                 file: url.clone(),
                 message: format!("cannot read header: {e}"),
-            })?;
-        let text = String::from_utf8(line).map_err(|_| TallyError::BadFile {
-            file: url.clone(),
-            message: "header is not UTF-8".into(),
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let names = split_csv_line(text.trim_end_matches(['\r', '\n']));
+            })?
+            .unwrap_or_default();
         if names.iter().all(|n| n.is_empty()) {
             return Err(TallyError::BadFile {
                 file: url,
@@ -294,27 +301,6 @@ pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<Str
         Ok(names)
     })
     .await
-}
-
-/// Splits one CSV line (RFC 4180 quoting).
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => out.push(std::mem::take(&mut cur)),
-            (c, _) => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out
 }
 
 /// The all-text schema for a header.
@@ -425,67 +411,189 @@ pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<St
     .await
 }
 
-/// Starts reading a CSV/CSV.gz file; batches arrive on the returned channel, and the task
-/// returns the SHA-256 of the bytes it read (hashed while decoding: one pass over the object).
+/// Batches of a CSV, CSV.gz or JSON-lines file, decoded on a blocking thread of their own;
+/// then the SHA-256 of the bytes they came from (hashed while decoding: one pass over the
+/// object). Dropping it stops the thread at its next batch.
+pub struct TextReader {
+    rx: mpsc::Receiver<RecordBatch>,
+    task: Option<tokio::task::JoinHandle<Result<FileDigest>>>,
+    digest: Option<FileDigest>,
+}
+
+impl TextReader {
+    /// The next batch; `None` once the file is read to its end. An error is the thread's own,
+    /// of its kind: a storage or local read failure, or a file restated while it was read, is
+    /// exit 4; a malformed file exit 3.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        if let Some(b) = self.rx.recv().await {
+            return Some(Ok(b));
+        }
+        let task = self.task.take()?;
+        match task.await {
+            Ok(Ok(digest)) => {
+                self.digest = Some(digest);
+                None
+            }
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(TallyError::Internal(e.to_string()))),
+        }
+    }
+
+    /// What reading the whole file proved about its bytes (reads any batches left first).
+    pub async fn finish(mut self) -> Result<FileDigest> {
+        while let Some(b) = self.next().await {
+            b?;
+        }
+        self.digest
+            .ok_or_else(|| TallyError::Internal("a text reader finished twice".into()))
+    }
+
+    /// Stops the thread (its next batch finds no receiver) and waits until it has.
+    pub async fn stop(mut self) {
+        self.rx.close();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Why a text reader thread stopped before the end of its file.
+enum Stop {
+    /// The rows' consumer went away (its file failed, or the run did).
+    Gone,
+    /// The store (or the local file system) failed to give the bytes.
+    Read(object_store::Error),
+    /// The file is not valid CSV or JSON lines.
+    Bad(String),
+    /// The header is not the one the file was planned with.
+    Header(String),
+}
+
+impl Stop {
+    /// A failed read while decoding: the store's failure, or bytes that do not decompress or
+    /// decode (`at` says where).
+    fn io(e: std::io::Error, at: impl FnOnce() -> String) -> Stop {
+        match e.downcast::<object_store::Error>() {
+            Ok(store) => Stop::Read(store),
+            Err(e) => Stop::Bad(format!("{}: {e}", at())),
+        }
+    }
+}
+
+/// What must still hold once a file's bytes were streamed: all of the listed size was read,
+/// and a local file (read through the handle the store opened) was not written to meanwhile.
+struct ReadCheck {
+    listed: u64,
+    local: Option<(Arc<std::fs::File>, Stamp)>,
+}
+
+impl ReadCheck {
+    fn of(object: &ObjectBytes, file: &DiscoveredFile) -> Result<ReadCheck> {
+        let local = match object {
+            ObjectBytes::File(f) => {
+                let meta = f.metadata().map_err(|e| TallyError::Io {
+                    path: file.url.clone(),
+                    source: e,
+                })?;
+                Some((f.clone(), Stamp::of(&meta)))
+            }
+            ObjectBytes::Stream(_) => None,
+        };
+        Ok(ReadCheck {
+            listed: file.size,
+            local,
+        })
+    }
+
+    /// `Err` ([`TallyError::Changed`]) if the local file was written to since it was opened,
+    /// or if `read` (the bytes of a file read to its end) is not the listed size.
+    fn verify(&self, file: &DiscoveredFile, read: Option<u64>) -> Result<()> {
+        if let Some(read) = read.filter(|&n| n != self.listed) {
+            return Err(changed(
+                file,
+                format!("{} bytes when listed, {read} read", self.listed),
+            ));
+        }
+        match &self.local {
+            Some((f, stamp)) => {
+                let now = f.metadata().map_err(|e| TallyError::Io {
+                    path: file.url.clone(),
+                    source: e,
+                })?;
+                stamp.unchanged(&Stamp::of(&now), file)
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts reading a CSV, CSV.gz or JSON-lines file whose columns were planned as `schema`
+/// (all text); only the columns `wanted` reads are kept. A CSV header other than the planned
+/// one, a size other than the listed one, or a local file written to while it is read, is
+/// [`TallyError::Changed`].
 pub async fn spawn_csv(
     loc: &Location,
     file: &DiscoveredFile,
     schema: SchemaRef,
     wanted: Option<Wanted>,
-) -> Result<(
-    mpsc::Receiver<Result<RecordBatch>>,
-    tokio::task::JoinHandle<Result<FileDigest>>,
-)> {
-    let stream = open_stream(loc, file).await?;
+) -> Result<TextReader> {
+    let object = open_listed(loc, file).await?;
+    let check = ReadCheck::of(&object, file)?;
     let (tx, rx) = mpsc::channel(4);
     let rt = tokio::runtime::Handle::current();
-    let kind = file.kind;
-    let url = file.url.clone();
-    let handle = tokio::task::spawn_blocking(move || {
-        let raw = StreamRead::new(rt, stream);
+    let (loc, file) = (loc.clone(), file.clone());
+    let task = tokio::task::spawn_blocking(move || {
+        let raw = StreamRead::new(rt, object);
         let digest = raw.digest.clone();
-        let fail = |tx: &mpsc::Sender<Result<RecordBatch>>, message: String| {
-            let _ = tx.blocking_send(Err(TallyError::BadFile {
-                file: url.clone(),
-                message: message.clone(),
-            }));
-            Err(TallyError::BadFile {
-                file: url.clone(),
-                message,
-            })
+        let stopped = if matches!(file.kind, FileKind::Json | FileKind::JsonGz) {
+            read_json_lines(decoder(file.kind, raw), &schema, &tx)
+        } else {
+            let mut stopped = Ok(());
+            for b in super::csv::CsvBatches::new(decoder(file.kind, raw), schema, wanted.as_ref()) {
+                let step = match b {
+                    Ok(b) => tx.blocking_send(b).map_err(|_| Stop::Gone),
+                    Err(super::csv::CsvError::Io(e)) => Err(Stop::io(e, || "cannot read".into())),
+                    Err(super::csv::CsvError::Header(what)) => Err(Stop::Header(what)),
+                    Err(e) => Err(Stop::Bad(format!(
+                        "malformed CSV: {e} (line numbers count the header as line 1)"
+                    ))),
+                };
+                if step.is_err() {
+                    stopped = step;
+                    break;
+                }
+            }
+            stopped
         };
-        if matches!(kind, FileKind::Json | FileKind::JsonGz) {
-            if let Err(m) = read_json_lines(decoder(kind, raw), &schema, &tx) {
-                return fail(&tx, m);
+        let (hasher, read) = std::mem::take(&mut *digest.lock().expect("digest"));
+        let failure = match stopped {
+            Ok(()) => {
+                check.verify(&file, Some(read))?;
+                None
             }
-            let d = digest.lock().expect("digest");
-            return Ok(FileDigest {
-                sha256: hex::encode(d.0.clone().finalize()),
-                bytes: d.1,
-            });
+            Err(Stop::Gone) => Some(TallyError::Internal("reader's consumer went away".into())),
+            Err(Stop::Header(what)) => Some(changed(&file, format!("header: {what}"))),
+            Err(Stop::Read(e)) => Some(loc.err("read", &file.path, e)),
+            Err(Stop::Bad(message)) => Some(TallyError::BadFile {
+                file: file.url.clone(),
+                message,
+            }),
+        };
+        if let Some(e) = failure {
+            // A local file written to while it was read explains whatever else went wrong.
+            check.verify(&file, None)?;
+            return Err(e);
         }
-        for b in super::csv::CsvBatches::new(decoder(kind, raw), schema, wanted.as_ref()) {
-            match b {
-                Ok(b) => {
-                    if tx.blocking_send(Ok(b)).is_err() {
-                        return Err(TallyError::Internal("reader's consumer went away".into()));
-                    }
-                }
-                Err(e) => {
-                    return fail(
-                        &tx,
-                        format!("malformed CSV: {e} (line numbers count the header as line 1)"),
-                    );
-                }
-            }
-        }
-        let d = digest.lock().expect("digest");
         Ok(FileDigest {
-            sha256: hex::encode(d.0.clone().finalize()),
-            bytes: d.1,
+            sha256: hex::encode(hasher.finalize()),
+            bytes: read,
         })
     });
-    Ok((rx, handle))
+    Ok(TextReader {
+        rx,
+        task: Some(task),
+        digest: None,
+    })
 }
 
 /// JSON lines → text batches of `schema`'s columns. A top-level field the schema lacks (one the
@@ -494,8 +602,8 @@ pub async fn spawn_csv(
 fn read_json_lines(
     r: Box<dyn BufRead + Send>,
     schema: &SchemaRef,
-    tx: &mpsc::Sender<Result<RecordBatch>>,
-) -> std::result::Result<(), String> {
+    tx: &mpsc::Sender<RecordBatch>,
+) -> std::result::Result<(), Stop> {
     let index: std::collections::HashMap<&str, usize> = schema
         .fields()
         .iter()
@@ -511,24 +619,24 @@ fn read_json_lines(
     let mut cells: Vec<Option<String>> = vec![None; schema.fields().len()];
     let mut rows = 0usize;
     let mut late: std::collections::BTreeMap<String, usize> = Default::default();
-    let flush = |builders: &mut Vec<StringBuilder>| -> std::result::Result<(), String> {
+    let flush = |builders: &mut Vec<StringBuilder>| -> std::result::Result<(), Stop> {
         let cols: Vec<ArrayRef> = builders
             .iter_mut()
             .map(|b| Arc::new(b.finish()) as ArrayRef)
             .collect();
-        let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| e.to_string())?;
-        tx.blocking_send(Ok(batch))
-            .map_err(|_| "reader's consumer went away".to_string())
+        let batch =
+            RecordBatch::try_new(schema.clone(), cols).map_err(|e| Stop::Bad(e.to_string()))?;
+        tx.blocking_send(batch).map_err(|_| Stop::Gone)
     };
     for (n, line) in r.lines().enumerate() {
-        let line = line.map_err(|e| format!("line {}: {e}", n + 1))?;
+        let line = line.map_err(|e| Stop::io(e, || format!("line {}", n + 1)))?;
         let line = line.trim_start_matches('\u{feff}').trim();
         if line.is_empty() {
             continue;
         }
         let obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&quote_json_numbers(line))
-                .map_err(|e| format!("line {}: not a JSON object: {e}", n + 1))?;
+                .map_err(|e| Stop::Bad(format!("line {}: not a JSON object: {e}", n + 1)))?;
         for (k, v) in &obj {
             let Some(&i) = index.get(k.as_str()) else {
                 late.entry(k.clone()).or_insert(n + 1);
@@ -608,6 +716,22 @@ impl Stamp {
     }
 }
 
+impl Stamp {
+    /// `Err` ([`TallyError::Changed`]) unless `now`, the file's stamp after it was read, is
+    /// this one.
+    fn unchanged(&self, now: &Stamp, file: &DiscoveredFile) -> Result<()> {
+        if now == self {
+            return Ok(());
+        }
+        let what = if now.len != self.len {
+            format!("{} bytes when opened, {} now", self.len, now.len)
+        } else {
+            "written to since it was opened".to_string()
+        };
+        Err(changed(file, what))
+    }
+}
+
 /// The error for an export that changed while the run read it (exit 4: the next run reads it).
 fn changed(file: &DiscoveredFile, what: String) -> TallyError {
     TallyError::Changed {
@@ -644,14 +768,7 @@ impl PendingDigest {
         .await
         .map_err(|e| TallyError::Internal(e.to_string()))??;
         let (sha256, now) = hashed;
-        if now != stamp {
-            let what = if now.len != stamp.len {
-                format!("{} bytes when opened, {} now", stamp.len, now.len)
-            } else {
-                "written to since it was opened".to_string()
-            };
-            return Err(changed(file, what));
-        }
+        stamp.unchanged(&now, file)?;
         Ok(FileDigest {
             sha256,
             bytes: size,
@@ -705,21 +822,10 @@ impl ParquetBytes {
             path: url.clone(),
             source: e,
         };
-        let (object, got) = open_stream_meta(loc, file).await?;
-        // The manifest records the listing's size, ETag and time beside the hash: they must be
-        // of the version read.
-        if let (Some(listed), Some(read)) = (&file.e_tag, &got.e_tag)
-            && listed != read
-        {
-            return Err(changed(
-                file,
-                format!("ETag {listed} when listed, {read} when read"),
-            ));
-        }
+        let object = open_listed(loc, file).await?;
         let (bytes, digest) = match object {
             ObjectBytes::File(f) => {
                 let stamp = Stamp::of(&f.metadata().map_err(&io)?);
-                let f = Arc::new(f);
                 let bytes = ParquetBytes {
                     file: f.clone(),
                     size: stamp.len,
@@ -1370,6 +1476,176 @@ mod tests {
         );
     }
 
+    /// Every batch of `reader`, then its digest; or the first error.
+    async fn read_all(mut reader: TextReader) -> Result<(usize, FileDigest)> {
+        let mut rows = 0;
+        while let Some(b) = reader.next().await {
+            rows += b?.num_rows();
+        }
+        Ok((rows, reader.finish().await?))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_csv_restated_after_its_header_was_read_is_refused() {
+        // Its columns swapped, at the same size: read with the planned header, every value
+        // would land in the other column.
+        let (v1, v2) = (&b"a,b\n1,2\n"[..], &b"b,a\n1,2\n"[..]);
+        let store = Arc::new(Restating {
+            inner: object_store::memory::InMemory::new(),
+            reads: Default::default(),
+            restated: Bytes::from_static(v2),
+        });
+        let path = object_store::path::Path::from("cur/f.csv");
+        store.inner.put(&path, v1.into()).await.unwrap();
+        let listed_e_tag = store.inner.head(&path).await.unwrap().e_tag;
+        let loc = Location {
+            store: store.clone(),
+            store_url: "memory://".into(),
+            path: object_store::path::Path::from("cur"),
+        };
+        let file = DiscoveredFile {
+            url: "memory://cur/f.csv".into(),
+            path: path.clone(),
+            size: v1.len() as u64,
+            e_tag: None,
+            last_modified: String::new(),
+            kind: FileKind::Csv,
+        };
+        // The header is read from the first version; the store restates it as that read begins.
+        let names = csv_header(&loc, &file).await.unwrap();
+        assert_eq!(names, ["a", "b"]);
+
+        // Without an ETag to compare, the rows' read finds the other header.
+        let reader = spawn_csv(&loc, &file, text_schema(&names), None)
+            .await
+            .unwrap();
+        let e = read_all(reader).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
+        assert_eq!(
+            e.to_string(),
+            "memory://cur/f.csv changed while the run read it (header: column 1 is \"b\", \
+             where it was \"a\"); run again"
+        );
+
+        // With the listing's ETag, every read is held to the listed version.
+        let listed = DiscoveredFile {
+            e_tag: listed_e_tag,
+            ..file.clone()
+        };
+        let Err(e) = spawn_csv(&loc, &listed, text_schema(&names), None).await else {
+            panic!("a file read at another ETag than listed must fail");
+        };
+        assert!(e.to_string().contains("when listed"), "{e}");
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_read_of_text_is_the_stores_error_and_bad_gzip_a_bad_file() {
+        use crate::error::exit;
+        // The store's failure, as the decoder sees it (wrapped in an I/O error), keeps its kind.
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        assert!(matches!(
+            Stop::io(std::io::Error::other(store), || "x".into()),
+            Stop::Read(_)
+        ));
+        // Bytes that do not decompress: a bad file, exit 3, with what the decoder said.
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let path = object_store::path::Path::from("cur/f.csv.gz");
+        let garbage = Bytes::from_static(b"\x1f\x8b\x08\x00not deflate at all");
+        store.put(&path, garbage.clone().into()).await.unwrap();
+        let loc = Location {
+            store,
+            store_url: "memory://".into(),
+            path: object_store::path::Path::from("cur"),
+        };
+        let file = DiscoveredFile {
+            url: "memory://cur/f.csv.gz".into(),
+            path,
+            size: garbage.len() as u64,
+            e_tag: None,
+            last_modified: String::new(),
+            kind: FileKind::CsvGz,
+        };
+        let reader = spawn_csv(&loc, &file, text_schema(&["a".into()]), None)
+            .await
+            .unwrap();
+        let e = read_all(reader).await.unwrap_err();
+        assert_eq!(e.exit_code(), exit::BAD_INPUT);
+        assert!(e.to_string().contains("cannot read:"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_local_csv_written_to_while_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = dir.path().join("f.csv");
+        // More batches than the reader runs ahead by: it is still reading (or waiting to send)
+        // when the first batch arrives, and checks the file only once it sent the last.
+        let mut text = String::from("a,b\n");
+        for i in 0..5 * BATCH_ROWS + 1 {
+            text.push_str(&format!("{i},x\n"));
+        }
+        std::fs::write(&on_disk, &text).unwrap();
+        let when = std::fs::metadata(&on_disk).unwrap().modified().unwrap();
+        let path = object_store::path::Path::from_absolute_path(&on_disk).unwrap();
+        let loc = Location {
+            store: Arc::new(object_store::local::LocalFileSystem::new()),
+            store_url: "file://".into(),
+            path: path.clone(),
+        };
+        let file = DiscoveredFile {
+            url: format!("file://{}", on_disk.display()),
+            path,
+            size: text.len() as u64,
+            e_tag: None,
+            last_modified: String::new(),
+            kind: FileKind::Csv,
+        };
+        let schema = text_schema(&["a".into(), "b".into()]);
+        let start = || spawn_csv(&loc, &file, schema.clone(), None);
+
+        // Undisturbed: every row, and the file's hash.
+        let (rows, digest) = read_all(start().await.unwrap()).await.unwrap();
+        assert_eq!(rows, 5 * BATCH_ROWS + 1);
+        assert_eq!(digest.sha256, hex::encode(Sha256::digest(&text)));
+
+        // Appended to after the first batch arrived.
+        let mut reader = start().await.unwrap();
+        assert!(reader.next().await.unwrap().is_ok());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&on_disk)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"late,x\n").unwrap();
+        drop(f);
+        let e = read_all(reader).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
+        assert!(
+            e.to_string().contains("changed while the run read it"),
+            "{e}"
+        );
+
+        // Rewritten in place at the same size, its modification time set back: still refused
+        // (its change time moved).
+        std::fs::write(&on_disk, &text).unwrap();
+        let mut reader = start().await.unwrap();
+        assert!(reader.next().await.unwrap().is_ok());
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&on_disk)
+            .unwrap();
+        std::io::Write::write_all(&mut &f, text.replace(",x\n", ",y\n").as_bytes()).unwrap();
+        f.set_modified(when).unwrap();
+        drop(f);
+        let e = read_all(reader).await.unwrap_err();
+        assert!(
+            e.to_string().contains("written to since it was opened"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn doubles_read_as_the_text_arrows_cast_gives_them() {
         let values = vec![
@@ -1433,13 +1709,5 @@ mod tests {
         let c = nested_values(&credits).unwrap();
         assert_eq!(c[0].to_string(), r#"["-3","1"]"#);
         assert!(c[1].is_null());
-    }
-
-    #[test]
-    fn splits_quoted_header_fields() {
-        assert_eq!(
-            split_csv_line(r#"a,"b,c","d""e",f"#),
-            vec!["a", "b,c", "d\"e", "f"]
-        );
     }
 }
