@@ -1047,6 +1047,10 @@ fn parquet_error(url: &str, e: parquet::errors::ParquetError) -> TallyError {
                     path: url.to_string(),
                     source: *io,
                 },
+                // The blocking read panicked (or was cancelled): tally's fault, not the file's.
+                Err(other) if other.is::<tokio::task::JoinError>() => {
+                    TallyError::Internal(format!("reading {url}: {other}"))
+                }
                 Err(other) => TallyError::BadFile {
                     file: url.to_string(),
                     message: other.to_string(),
@@ -1400,6 +1404,15 @@ mod tests {
         assert_eq!(parquet_error("f", corrupt).exit_code(), exit::BAD_INPUT);
         let other = parquet::errors::ParquetError::External("not io".into());
         assert_eq!(parquet_error("f", other).exit_code(), exit::BAD_INPUT);
+    }
+
+    #[tokio::test]
+    async fn a_panicked_blocking_read_is_internal_not_a_bad_file() {
+        let join = tokio::task::spawn_blocking(|| panic!("a bug in the reader"))
+            .await
+            .unwrap_err();
+        let e = parquet_error("f", parquet::errors::ParquetError::External(Box::new(join)));
+        assert_eq!(e.exit_code(), crate::error::exit::INTERNAL);
     }
 
     #[tokio::test(flavor = "multi_thread")]
