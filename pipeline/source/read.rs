@@ -1249,12 +1249,14 @@ mod tests {
     use super::*;
 
     /// A store that counts reads and restates the object right after the first GET began,
-    /// as an export rewritten while a run reads it.
+    /// as an export rewritten while a run reads it; with `cut`, every GET's bytes end in a
+    /// lost connection after their first chunk.
     #[derive(Debug)]
     struct Restating {
         inner: object_store::memory::InMemory,
         reads: std::sync::atomic::AtomicUsize,
         restated: Bytes,
+        cut: bool,
     }
 
     impl std::fmt::Display for Restating {
@@ -1291,7 +1293,24 @@ mod tests {
                     .put(location, self.restated.clone().into())
                     .await?;
             }
-            Ok(got)
+            if !self.cut {
+                return Ok(got);
+            }
+            let (meta, range, attributes) =
+                (got.meta.clone(), got.range.clone(), got.attributes.clone());
+            let lost = futures::stream::once(async {
+                Err(object_store::Error::Generic {
+                    store: "Restating",
+                    source: "connection reset by peer".into(),
+                })
+            });
+            let payload = got.into_stream().take(1).chain(lost).boxed();
+            Ok(object_store::GetResult {
+                payload: object_store::GetResultPayload::Stream(payload),
+                meta,
+                range,
+                attributes,
+            })
         }
         async fn get_ranges(
             &self,
@@ -1347,6 +1366,7 @@ mod tests {
             inner: object_store::memory::InMemory::new(),
             reads: Default::default(),
             restated: v2,
+            cut: false,
         });
         let path = object_store::path::Path::from("cur/f.parquet");
         store.inner.put(&path, v1.clone().into()).await.unwrap();
@@ -1507,6 +1527,7 @@ mod tests {
             inner: object_store::memory::InMemory::new(),
             reads: Default::default(),
             restated: Bytes::from_static(v2),
+            cut: false,
         });
         let path = object_store::path::Path::from("cur/f.csv");
         store.inner.put(&path, v1.into()).await.unwrap();
@@ -1564,6 +1585,35 @@ mod tests {
             Stop::io(std::io::Error::other(store), || "x".into()),
             Stop::Read(_)
         ));
+        // A connection lost after the first chunk of a CSV: the store's error, exit 4.
+        let text = Bytes::from_static(b"a\n1\n");
+        let store = Arc::new(Restating {
+            inner: object_store::memory::InMemory::new(),
+            reads: Default::default(),
+            restated: text.clone(),
+            cut: true,
+        });
+        let path = object_store::path::Path::from("cur/f.csv");
+        store.inner.put(&path, text.clone().into()).await.unwrap();
+        let loc = Location {
+            store,
+            store_url: "memory://".into(),
+            path: object_store::path::Path::from("cur"),
+        };
+        let file = DiscoveredFile {
+            url: "memory://cur/f.csv".into(),
+            path,
+            size: text.len() as u64,
+            e_tag: None,
+            last_modified: String::new(),
+            kind: FileKind::Csv,
+        };
+        let reader = spawn_csv(&loc, &file, text_schema(&["a".into()]), None)
+            .await
+            .unwrap();
+        let e = read_all(reader).await.unwrap_err();
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE);
+        assert!(e.to_string().contains("connection reset by peer"), "{e}");
         // Bytes that do not decompress: a bad file, exit 3, with what the decoder said.
         let store = Arc::new(object_store::memory::InMemory::new());
         let path = object_store::path::Path::from("cur/f.csv.gz");
