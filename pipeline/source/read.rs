@@ -220,7 +220,7 @@ async fn open_listed(loc: &Location, file: &DiscoveredFile) -> Result<ObjectByte
         .await
         .map_err(|e| loc.err("get", &file.path, e))?;
     if let (Some(listed), Some(read)) = (&file.e_tag, &got.meta.e_tag)
-        && listed != read
+        && !same_e_tag(listed, read)
     {
         return Err(changed(
             file,
@@ -270,6 +270,21 @@ async fn read_head<T: Send + 'static>(
     })
     .await
     .map_err(|e| TallyError::Internal(e.to_string()))?
+}
+
+/// Whether two ETags of one object name the same version. Stores quote them differently in
+/// a listing and in a GET's header (Azure lists `0x8D…` and sends `"0x8D…"`), and a weak
+/// one carries `W/`: what is compared is the opaque tag inside.
+fn same_e_tag(a: &str, b: &str) -> bool {
+    let opaque = |t: &str| {
+        let t = t.trim();
+        let t = t.strip_prefix("W/").unwrap_or(t);
+        t.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(t)
+            .to_string()
+    };
+    opaque(a) == opaque(b)
 }
 
 /// Reads a CSV file's header (with the parser that reads its records, which checks that the
@@ -1424,6 +1439,50 @@ mod tests {
         assert_eq!(parquet_error("f", corrupt).exit_code(), exit::BAD_INPUT);
         let other = parquet::errors::ParquetError::External("not io".into());
         assert_eq!(parquet_error("f", other).exit_code(), exit::BAD_INPUT);
+    }
+
+    #[tokio::test]
+    async fn etags_compare_by_their_opaque_tag() {
+        // A listing that quotes the tag the GET sends bare (or the other way round) lists the
+        // version the GET reads.
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let path = object_store::path::Path::from("cur/f.csv");
+        store
+            .put(&path, Bytes::from_static(b"a\n1\n").into())
+            .await
+            .unwrap();
+        let meta = store.head(&path).await.unwrap();
+        let loc = Location {
+            store: store.clone(),
+            store_url: "memory://".into(),
+            path: object_store::path::Path::from("cur"),
+        };
+        let listed = |e_tag: String| DiscoveredFile {
+            url: "memory://cur/f.csv".into(),
+            path: path.clone(),
+            size: meta.size,
+            e_tag: Some(e_tag),
+            last_modified: String::new(),
+            kind: FileKind::Csv,
+        };
+        let bare = meta.e_tag.clone().unwrap();
+        assert!(
+            open_listed(&loc, &listed(format!("\"{bare}\"")))
+                .await
+                .is_ok()
+        );
+        assert!(
+            open_listed(&loc, &listed(format!("{bare}x")))
+                .await
+                .is_err()
+        );
+
+        // Azure Blob: listed unquoted, sent quoted by a GET.
+        assert!(same_e_tag("0x8DC9D1A2B3C4D5E", "\"0x8DC9D1A2B3C4D5E\""));
+        assert!(same_e_tag("\"abc-2\"", "\"abc-2\""));
+        assert!(same_e_tag("W/\"abc\"", "\"abc\""));
+        assert!(!same_e_tag("\"abc\"", "\"abd\""));
+        assert!(!same_e_tag("0x8DC9D1A2B3C4D5E", "0x8DC9D1A2B3C4D5F"));
     }
 
     #[tokio::test]
