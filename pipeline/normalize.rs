@@ -615,14 +615,10 @@ pub async fn finish_file(
         .await
         .map_err(|e| TallyError::Internal(e.to_string()))?;
     if let Some(f) = failure {
-        // A reader's storage or I/O failure keeps its kind (exit 4): the mapping side only saw
-        // its message.
+        // A reader's own error keeps its kind (a storage or I/O failure is exit 4, a panic
+        // exit 1): the mapping side only saw its message, as a bad file.
         return Err(match digest {
-            Err(
-                own @ (TallyError::Io { .. }
-                | TallyError::Storage { .. }
-                | TallyError::Changed { .. }),
-            ) if reader_failed => own,
+            Err(own) if reader_failed => own,
             _ => f,
         });
     }
@@ -1034,6 +1030,58 @@ mod tests {
                 ended.unwrap_err().to_string().contains("stopped reading"),
                 "{name}"
             );
+        }
+    }
+
+    /// Takes rows and quarantined rows, and keeps nothing.
+    struct Discard;
+
+    impl RowSink for Discard {
+        async fn accept(&mut self, _: RecordBatch) -> Result<()> {
+            Ok(())
+        }
+        async fn quarantine(&mut self, _: Vec<QuarantineRow>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The mapping side sees a reader's failure as a bad file; the file's error must be the
+    /// reader's own, of its kind: a lost connection is exit 4 (retry), a panic exit 1 (a bug),
+    /// neither exit 3 (look at the file).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_files_error_is_its_readers_own() {
+        use crate::error::exit;
+        use crate::source::meddling::{Ending, Meddling};
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let path = dir.path().join("cur.csv");
+        crate::generate::generate("aws_cur", 1_000, &path, None, &root).unwrap();
+        let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
+        let schema = FocusSchema::load().unwrap();
+        let format = crate::formats::by_name("aws_cur").unwrap();
+        for (ending, code) in [
+            (Ending::LostAfter(1), exit::INFRASTRUCTURE),
+            (Ending::PanicAfter(1), exit::INTERNAL),
+        ] {
+            // The object is one chunk: the header and every row arrive, then the failure.
+            let store = Arc::new(Meddling::new().ending(ending));
+            let file = store.holding("cur.csv", bytes.clone(), FileKind::Csv).await;
+            let loc = store.location();
+            let names = header(&loc, &file).await.unwrap();
+            let started = start_file(&format, false, &loc, &file, names, "id");
+            let mut plans = MappingPlans::default();
+            let Err(e) = finish_file(
+                started,
+                &schema,
+                Severity::Quarantine,
+                &mut plans,
+                &mut Discard,
+            )
+            .await
+            else {
+                panic!("{ending:?}: the file must fail");
+            };
+            assert_eq!(e.exit_code(), code, "{ending:?}: {e}");
         }
     }
 

@@ -280,7 +280,12 @@ impl<R: BufRead> CsvBatches<R> {
                     line: 1,
                     column: format!("#{}", k + 1),
                 })?;
-            names.push(name.strip_prefix('\u{feff}').unwrap_or(name).to_string());
+            let name = if k == 0 {
+                name.strip_prefix('\u{feff}').unwrap_or(name)
+            } else {
+                name
+            };
+            names.push(name.to_string());
             start = end;
         }
         Ok(Some(names))

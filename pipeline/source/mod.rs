@@ -2,5 +2,7 @@
 
 pub mod csv;
 pub mod layout;
+#[cfg(test)]
+pub mod meddling;
 pub mod read;
 pub mod typing;

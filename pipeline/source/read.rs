@@ -116,7 +116,8 @@ pub fn is_utc_instant(t: &DataType) -> bool {
 /// read as its store's stream.
 enum ObjectBytes {
     Stream(BoxStream<'static, object_store::Result<Bytes>>),
-    File(Arc<std::fs::File>),
+    /// A local file, and its stamp when opened.
+    File(Arc<std::fs::File>, Stamp),
 }
 
 /// Bytes per read of a local file.
@@ -128,7 +129,7 @@ impl ObjectBytes {
     fn next_block(&mut self, rt: &tokio::runtime::Handle) -> Option<object_store::Result<Bytes>> {
         match self {
             ObjectBytes::Stream(s) => rt.block_on(s.next()),
-            ObjectBytes::File(f) => {
+            ObjectBytes::File(f, _) => {
                 // `read_to_end` fills the block without zeroing it first.
                 let mut block = Vec::with_capacity(LOCAL_BLOCK);
                 match (&**f).take(LOCAL_BLOCK as u64).read_to_end(&mut block) {
@@ -238,7 +239,19 @@ async fn open_listed(loc: &Location, file: &DiscoveredFile) -> Result<ObjectByte
     }
     let whole = got.range.start == 0 && got.range.end == got.meta.size;
     Ok(match got.payload {
-        object_store::GetResultPayload::File(f, _) if whole => ObjectBytes::File(Arc::new(f)),
+        object_store::GetResultPayload::File(f, _) if whole => {
+            // The store checked the file's metadata as it opened it; this stamp is taken a
+            // moment later and must agree, or the file was rewritten in between.
+            let stamp = Stamp::of(&f.metadata().map_err(|e| TallyError::Io {
+                path: file.url.clone(),
+                source: e,
+            })?);
+            let modified = stamp.modified.map(chrono::DateTime::<chrono::Utc>::from);
+            if stamp.len != got.meta.size || modified.is_some_and(|m| m != got.meta.last_modified) {
+                return Err(changed(file, "written to as it was opened".into()));
+            }
+            ObjectBytes::File(Arc::new(f), stamp)
+        }
         _ => ObjectBytes::Stream(got.into_stream()),
     })
 }
@@ -254,22 +267,49 @@ fn decoder(kind: FileKind, r: StreamRead) -> Box<dyn BufRead + Send> {
     }
 }
 
-/// The first MiB of a file, decompressed, read on a blocking thread by `f` (given the file URL).
+/// The first MiB of a file, decompressed, read on a blocking thread by `f` (given the file).
 async fn read_head<T: Send + 'static>(
     loc: &Location,
     file: &DiscoveredFile,
-    f: impl FnOnce(std::io::Take<Box<dyn BufRead + Send>>, String) -> Result<T> + Send + 'static,
+    f: impl FnOnce(std::io::Take<Box<dyn BufRead + Send>>, &Location, &DiscoveredFile) -> Result<T>
+    + Send
+    + 'static,
 ) -> Result<T> {
     let stream = open_listed(loc, file).await?;
     let rt = tokio::runtime::Handle::current();
-    let kind = file.kind;
-    let url = file.url.clone();
+    let (loc, file) = (loc.clone(), file.clone());
     tokio::task::spawn_blocking(move || {
         let r = StreamRead::new(rt, stream);
-        f(decoder(kind, r).take(1 << 20), url)
+        f(decoder(file.kind, r).take(HEAD_BYTES), &loc, &file)
     })
     .await
     .map_err(|e| TallyError::Internal(e.to_string()))?
+}
+
+/// How much of a file (decompressed) planning reads for its header or first JSON lines.
+const HEAD_BYTES: u64 = 1 << 20;
+
+/// `file` is not what its format says (exit 3).
+fn bad_file(file: &DiscoveredFile, message: String) -> TallyError {
+    TallyError::BadFile {
+        file: file.url.clone(),
+        message,
+    }
+}
+
+/// A failed read of `file`'s bytes as the run's error: the store's failure (a lost connection,
+/// a local read error: exit 4) keeps its kind; bytes that do not decompress or decode are a
+/// bad file (exit 3), `at` saying where.
+fn read_failure(
+    loc: &Location,
+    file: &DiscoveredFile,
+    e: std::io::Error,
+    at: impl FnOnce() -> String,
+) -> TallyError {
+    match e.downcast::<object_store::Error>() {
+        Ok(store) => loc.err("read", &file.path, store),
+        Err(e) => bad_file(file, format!("{}: {e}", at())),
+    }
 }
 
 /// Whether two ETags of one object name the same version. Stores quote them differently in
@@ -290,28 +330,36 @@ fn same_e_tag(a: &str, b: &str) -> bool {
 /// Reads a CSV file's header (with the parser that reads its records, which checks that the
 /// header is still this one): column names, a UTF-8 byte-order mark removed.
 pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
-    // A header longer than 1 MiB is not a header (binary data, or CR-only line ends).
-    read_head(loc, file, |d, url| {
-        let names = super::csv::read_header(d)
-            .map_err(|e| TallyError::BadFile {
-                file: url.clone(),
-                message: format!("cannot read header: {e}"),
-            })?
-            .unwrap_or_default();
+    read_head(loc, file, |mut d, loc, file| {
+        let bad = |message: String| TallyError::BadFile {
+            file: file.url.clone(),
+            message,
+        };
+        let names = match super::csv::read_header(&mut d) {
+            Ok(names) => names.unwrap_or_default(),
+            Err(super::csv::CsvError::Io(e)) => {
+                return Err(read_failure(loc, file, e, || "cannot read header".into()));
+            }
+            Err(e) => return Err(bad(format!("cannot read header: {e}"))),
+        };
+        // csv_core ends a record where its input ends, even inside quotes.
+        if d.limit() == 0 {
+            return Err(bad(format!(
+                "the header runs past the first {HEAD_BYTES} bytes (binary data, or an \
+                 unclosed quote)"
+            )));
+        }
         if names.iter().all(|n| n.is_empty()) {
-            return Err(TallyError::BadFile {
-                file: url,
-                message: "empty file: no header row".into(),
-            });
+            return Err(bad("empty file: no header row".into()));
+        }
+        if let Some(n) = names.iter().find(|n| n.contains(['\r', '\n'])) {
+            return Err(bad(format!(
+                "header column {n:?} holds a line break (an unclosed quote?)"
+            )));
         }
         let mut seen = std::collections::HashSet::new();
-        for n in &names {
-            if !seen.insert(n) {
-                return Err(TallyError::BadFile {
-                    file: url,
-                    message: format!("header repeats column {n:?}"),
-                });
-            }
+        if let Some(n) = names.iter().find(|n| !seen.insert(*n)) {
+            return Err(bad(format!("header repeats column {n:?}")));
         }
         Ok(names)
     })
@@ -386,11 +434,16 @@ fn json_cell(v: &serde_json::Value) -> Option<String> {
 /// Reads the top-level keys of a JSON-lines file from its first MiB, in order of appearance
 /// (BigQuery leaves NULL fields out of a line, so one line does not show them all).
 pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
-    read_head(loc, file, |d, url| {
+    read_head(loc, file, |d, loc, file| {
+        let url = file.url.clone();
         let mut names: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (n, line) in d.lines().enumerate() {
-            let Ok(line) = line else { break }; // the MiB may end inside a character
+            let line = match line.map_err(|e| e.downcast::<object_store::Error>()) {
+                Ok(line) => line,
+                Err(Ok(store)) => return Err(loc.err("read", &file.path, store)),
+                Err(Err(_)) => break, // the MiB may end inside a character
+            };
             let line = line.trim_start_matches('\u{feff}').trim();
             if line.is_empty() {
                 continue;
@@ -443,8 +496,10 @@ impl TextReader {
         if let Some(b) = self.rx.recv().await {
             return Some(Ok(b));
         }
-        let task = self.task.take()?;
-        match task.await {
+        // The handle stays in place until the task is joined, should this call be cancelled.
+        let joined = self.task.as_mut()?.await;
+        self.task = None;
+        match joined {
             Ok(Ok(digest)) => {
                 self.digest = Some(digest);
                 None
@@ -476,23 +531,10 @@ impl TextReader {
 enum Stop {
     /// The rows' consumer went away (its file failed, or the run did).
     Gone,
-    /// The store (or the local file system) failed to give the bytes.
-    Read(object_store::Error),
-    /// The file is not valid CSV or JSON lines.
-    Bad(String),
     /// The header is not the one the file was planned with.
     Header(String),
-}
-
-impl Stop {
-    /// A failed read while decoding: the store's failure, or bytes that do not decompress or
-    /// decode (`at` says where).
-    fn io(e: std::io::Error, at: impl FnOnce() -> String) -> Stop {
-        match e.downcast::<object_store::Error>() {
-            Ok(store) => Stop::Read(store),
-            Err(e) => Stop::Bad(format!("{}: {e}", at())),
-        }
-    }
+    /// The bytes could not be read, or are not valid CSV or JSON lines.
+    Failed(TallyError),
 }
 
 /// What must still hold once a file's bytes were streamed: all of the listed size was read,
@@ -503,21 +545,15 @@ struct ReadCheck {
 }
 
 impl ReadCheck {
-    fn of(object: &ObjectBytes, file: &DiscoveredFile) -> Result<ReadCheck> {
+    fn of(object: &ObjectBytes, file: &DiscoveredFile) -> ReadCheck {
         let local = match object {
-            ObjectBytes::File(f) => {
-                let meta = f.metadata().map_err(|e| TallyError::Io {
-                    path: file.url.clone(),
-                    source: e,
-                })?;
-                Some((f.clone(), Stamp::of(&meta)))
-            }
+            ObjectBytes::File(f, stamp) => Some((f.clone(), stamp.clone())),
             ObjectBytes::Stream(_) => None,
         };
-        Ok(ReadCheck {
+        ReadCheck {
             listed: file.size,
             local,
-        })
+        }
     }
 
     /// `Err` ([`TallyError::Changed`]) if the local file was written to since it was opened,
@@ -553,7 +589,7 @@ pub async fn spawn_csv(
     wanted: Option<Wanted>,
 ) -> Result<TextReader> {
     let object = open_listed(loc, file).await?;
-    let check = ReadCheck::of(&object, file)?;
+    let check = ReadCheck::of(&object, file);
     let (tx, rx) = mpsc::channel(4);
     let rt = tokio::runtime::Handle::current();
     let (loc, file) = (loc.clone(), file.clone());
@@ -561,16 +597,21 @@ pub async fn spawn_csv(
         let raw = StreamRead::new(rt, object);
         let digest = raw.digest.clone();
         let stopped = if matches!(file.kind, FileKind::Json | FileKind::JsonGz) {
-            read_json_lines(decoder(file.kind, raw), &schema, &tx)
+            read_json_lines(decoder(file.kind, raw), &schema, &tx, &loc, &file)
         } else {
             let mut stopped = Ok(());
             for b in super::csv::CsvBatches::new(decoder(file.kind, raw), schema, wanted.as_ref()) {
                 let step = match b {
                     Ok(b) => tx.blocking_send(b).map_err(|_| Stop::Gone),
-                    Err(super::csv::CsvError::Io(e)) => Err(Stop::io(e, || "cannot read".into())),
+                    Err(super::csv::CsvError::Io(e)) => {
+                        Err(Stop::Failed(read_failure(&loc, &file, e, || {
+                            "cannot read".into()
+                        })))
+                    }
                     Err(super::csv::CsvError::Header(what)) => Err(Stop::Header(what)),
-                    Err(e) => Err(Stop::Bad(format!(
-                        "malformed CSV: {e} (line numbers count the header as line 1)"
+                    Err(e) => Err(Stop::Failed(bad_file(
+                        &file,
+                        format!("malformed CSV: {e} (line numbers count the header as line 1)"),
                     ))),
                 };
                 if step.is_err() {
@@ -588,11 +629,7 @@ pub async fn spawn_csv(
             }
             Err(Stop::Gone) => Some(TallyError::Internal("reader's consumer went away".into())),
             Err(Stop::Header(what)) => Some(changed(&file, format!("header: {what}"))),
-            Err(Stop::Read(e)) => Some(loc.err("read", &file.path, e)),
-            Err(Stop::Bad(message)) => Some(TallyError::BadFile {
-                file: file.url.clone(),
-                message,
-            }),
+            Err(Stop::Failed(e)) => Some(e),
         };
         if let Some(e) = failure {
             // A local file written to while it was read explains whatever else went wrong.
@@ -618,6 +655,8 @@ fn read_json_lines(
     r: Box<dyn BufRead + Send>,
     schema: &SchemaRef,
     tx: &mpsc::Sender<RecordBatch>,
+    loc: &Location,
+    file: &DiscoveredFile,
 ) -> std::result::Result<(), Stop> {
     let index: std::collections::HashMap<&str, usize> = schema
         .fields()
@@ -640,18 +679,23 @@ fn read_json_lines(
             .map(|b| Arc::new(b.finish()) as ArrayRef)
             .collect();
         let batch =
-            RecordBatch::try_new(schema.clone(), cols).map_err(|e| Stop::Bad(e.to_string()))?;
+            RecordBatch::try_new(schema.clone(), cols).map_err(|e| Stop::Failed(e.into()))?;
         tx.blocking_send(batch).map_err(|_| Stop::Gone)
     };
     for (n, line) in r.lines().enumerate() {
-        let line = line.map_err(|e| Stop::io(e, || format!("line {}", n + 1)))?;
+        let line = line
+            .map_err(|e| Stop::Failed(read_failure(loc, file, e, || format!("line {}", n + 1))))?;
         let line = line.trim_start_matches('\u{feff}').trim();
         if line.is_empty() {
             continue;
         }
         let obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&quote_json_numbers(line))
-                .map_err(|e| Stop::Bad(format!("line {}: not a JSON object: {e}", n + 1)))?;
+            serde_json::from_str(&quote_json_numbers(line)).map_err(|e| {
+                Stop::Failed(bad_file(
+                    file,
+                    format!("line {}: not a JSON object: {e}", n + 1),
+                ))
+            })?;
         for (k, v) in &obj {
             let Some(&i) = index.get(k.as_str()) else {
                 late.entry(k.clone()).or_insert(n + 1);
@@ -707,7 +751,7 @@ pub enum PendingDigest {
 
 /// What a local file's metadata says about its contents: its size, its modification time
 /// (which a tool can set back) and, on Unix, its change time (which it cannot).
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stamp {
     len: u64,
     modified: Option<std::time::SystemTime>,
@@ -832,15 +876,9 @@ impl ParquetBytes {
     }
 
     async fn open(loc: &Location, file: &DiscoveredFile) -> Result<(ParquetBytes, PendingDigest)> {
-        let url = file.url.clone();
-        let io = move |e: std::io::Error| TallyError::Io {
-            path: url.clone(),
-            source: e,
-        };
         let object = open_listed(loc, file).await?;
         let (bytes, digest) = match object {
-            ObjectBytes::File(f) => {
-                let stamp = Stamp::of(&f.metadata().map_err(&io)?);
+            ObjectBytes::File(f, stamp) => {
                 let bytes = ParquetBytes {
                     file: f.clone(),
                     size: stamp.len,
@@ -975,12 +1013,34 @@ pub async fn parquet_columns(loc: &Location, file: &DiscoveredFile) -> Result<Ve
     use parquet::arrow::async_reader::ParquetObjectReader;
     let reader =
         ParquetObjectReader::new(loc.store.clone(), file.path.clone()).with_file_size(file.size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
-        .await
-        .map_err(|e| TallyError::BadFile {
-            file: file.url.clone(),
-            message: e.to_string(),
-        })?;
+    let builder = match ParquetRecordBatchStreamBuilder::new(reader).await {
+        Ok(b) => b,
+        Err(e) => {
+            // The footer is read at the listed size: a file restated since it was listed fails
+            // here too, and is told from a corrupt one by its metadata now.
+            if let Ok(now) = loc.store.head(&file.path).await {
+                let e_tags = (file.e_tag.as_deref(), now.e_tag.as_deref());
+                if now.size != file.size {
+                    return Err(changed(
+                        file,
+                        format!("{} bytes when listed, {} now", file.size, now.size),
+                    ));
+                }
+                if let (Some(listed), Some(now)) = e_tags
+                    && !same_e_tag(listed, now)
+                {
+                    return Err(changed(
+                        file,
+                        format!("ETag {listed} when listed, {now} now"),
+                    ));
+                }
+            }
+            return Err(TallyError::BadFile {
+                file: file.url.clone(),
+                message: e.to_string(),
+            });
+        }
+    };
     Ok(builder
         .schema()
         .fields()
@@ -1014,12 +1074,10 @@ pub async fn open_parquet(
         .map(|f| f.name().clone())
         .collect();
     if planned_names.is_some_and(|p| p != names) {
-        return Err(TallyError::BadFile {
-            file: file.url.clone(),
-            message: "the file changed while the run read it: its columns differ from those it \
-                      was planned with; run again"
-                .into(),
-        });
+        return Err(changed(
+            file,
+            "its columns differ from those it was planned with".into(),
+        ));
     }
     if let Some(w) = &wanted {
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), w.indices());
@@ -1263,105 +1321,7 @@ fn map_to_json(m: &MapArray) -> std::result::Result<StringArray, String> {
 mod tests {
     use super::*;
 
-    /// A store that counts reads and restates the object right after the first GET began,
-    /// as an export rewritten while a run reads it; with `cut`, every GET's bytes end in a
-    /// lost connection after their first chunk.
-    #[derive(Debug)]
-    struct Restating {
-        inner: object_store::memory::InMemory,
-        reads: std::sync::atomic::AtomicUsize,
-        restated: Bytes,
-        cut: bool,
-    }
-
-    impl std::fmt::Display for Restating {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Restating")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl object_store::ObjectStore for Restating {
-        async fn put_opts(
-            &self,
-            location: &object_store::path::Path,
-            payload: object_store::PutPayload,
-            opts: object_store::PutOptions,
-        ) -> object_store::Result<object_store::PutResult> {
-            self.inner.put_opts(location, payload, opts).await
-        }
-        async fn put_multipart_opts(
-            &self,
-            location: &object_store::path::Path,
-            opts: object_store::PutMultipartOptions,
-        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
-            self.inner.put_multipart_opts(location, opts).await
-        }
-        async fn get_opts(
-            &self,
-            location: &object_store::path::Path,
-            options: object_store::GetOptions,
-        ) -> object_store::Result<object_store::GetResult> {
-            let got = self.inner.get_opts(location, options).await?;
-            if self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-                self.inner
-                    .put(location, self.restated.clone().into())
-                    .await?;
-            }
-            if !self.cut {
-                return Ok(got);
-            }
-            let (meta, range, attributes) =
-                (got.meta.clone(), got.range.clone(), got.attributes.clone());
-            let lost = futures::stream::once(async {
-                Err(object_store::Error::Generic {
-                    store: "Restating",
-                    source: "connection reset by peer".into(),
-                })
-            });
-            let payload = got.into_stream().take(1).chain(lost).boxed();
-            Ok(object_store::GetResult {
-                payload: object_store::GetResultPayload::Stream(payload),
-                meta,
-                range,
-                attributes,
-            })
-        }
-        async fn get_ranges(
-            &self,
-            location: &object_store::path::Path,
-            ranges: &[std::ops::Range<u64>],
-        ) -> object_store::Result<Vec<Bytes>> {
-            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.get_ranges(location, ranges).await
-        }
-        fn delete_stream(
-            &self,
-            locations: BoxStream<'static, object_store::Result<object_store::path::Path>>,
-        ) -> BoxStream<'static, object_store::Result<object_store::path::Path>> {
-            self.inner.delete_stream(locations)
-        }
-        fn list(
-            &self,
-            prefix: Option<&object_store::path::Path>,
-        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
-            self.inner.list(prefix)
-        }
-        async fn list_with_delimiter(
-            &self,
-            prefix: Option<&object_store::path::Path>,
-        ) -> object_store::Result<object_store::ListResult> {
-            self.inner.list_with_delimiter(prefix).await
-        }
-        async fn copy_opts(
-            &self,
-            from: &object_store::path::Path,
-            to: &object_store::path::Path,
-            options: object_store::CopyOptions,
-        ) -> object_store::Result<()> {
-            self.inner.copy_opts(from, to, options).await
-        }
-    }
+    use crate::source::meddling::{Ending, Meddling};
 
     fn parquet_of(values: &[&str]) -> Bytes {
         let a: ArrayRef = Arc::new(StringArray::from(values.to_vec()));
@@ -1377,29 +1337,11 @@ mod tests {
     async fn a_remote_parquet_is_read_with_one_get_and_hashed_as_the_rows_it_gave() {
         let (v1, v2) = (parquet_of(&["x", "y"]), parquet_of(&["restated"]));
         assert_ne!(v1.len(), v2.len());
-        let store = Arc::new(Restating {
-            inner: object_store::memory::InMemory::new(),
-            reads: Default::default(),
-            restated: v2,
-            cut: false,
-        });
-        let path = object_store::path::Path::from("cur/f.parquet");
-        store.inner.put(&path, v1.clone().into()).await.unwrap();
-        let loc = Location {
-            store: store.clone(),
-            store_url: "memory://".into(),
-            path: object_store::path::Path::from("cur"),
-        };
-        let listed = |size: usize| DiscoveredFile {
-            url: "memory://cur/f.parquet".into(),
-            path: path.clone(),
-            size: size as u64,
-            e_tag: None,
-            last_modified: String::new(),
-            kind: FileKind::Parquet,
-        };
-
-        let file = listed(v1.len());
+        let store = Arc::new(Meddling::new().restating(v2));
+        let file = store
+            .holding("f.parquet", v1.clone(), FileKind::Parquet)
+            .await;
+        let loc = store.location();
         // Planned with its one column "a", which it still has.
         let columns = ["a".to_string()];
         let planned = Some((&columns[..], Wanted::new(vec![true])));
@@ -1416,7 +1358,7 @@ mod tests {
         assert_eq!(values, ["x", "y"]);
         assert_eq!(digest.sha256, hex::encode(Sha256::digest(&v1)));
         assert_eq!(digest.bytes, v1.len() as u64);
-        assert_eq!(store.reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(store.reads(), 1);
 
         // Listed as the first version, read as the restated one: the run stops (exit 4) and
         // says so, rather than record one version's size beside another's hash.
@@ -1445,27 +1387,16 @@ mod tests {
     async fn etags_compare_by_their_opaque_tag() {
         // A listing that quotes the tag the GET sends bare (or the other way round) lists the
         // version the GET reads.
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let path = object_store::path::Path::from("cur/f.csv");
-        store
-            .put(&path, Bytes::from_static(b"a\n1\n").into())
-            .await
-            .unwrap();
-        let meta = store.head(&path).await.unwrap();
-        let loc = Location {
-            store: store.clone(),
-            store_url: "memory://".into(),
-            path: object_store::path::Path::from("cur"),
-        };
+        let store = Arc::new(Meddling::new());
+        let file = store
+            .holding("f.csv", Bytes::from_static(b"a\n1\n"), FileKind::Csv)
+            .await;
+        let loc = store.location();
+        let bare = store.inner.head(&file.path).await.unwrap().e_tag.unwrap();
         let listed = |e_tag: String| DiscoveredFile {
-            url: "memory://cur/f.csv".into(),
-            path: path.clone(),
-            size: meta.size,
             e_tag: Some(e_tag),
-            last_modified: String::new(),
-            kind: FileKind::Csv,
+            ..file.clone()
         };
-        let bare = meta.e_tag.clone().unwrap();
         assert!(
             open_listed(&loc, &listed(format!("\"{bare}\"")))
                 .await
@@ -1520,13 +1451,13 @@ mod tests {
         let d = digest.finish(&file).await.unwrap();
         assert_eq!(d.sha256, hex::encode(Sha256::digest(&v1)));
 
-        // Planned with other columns than it has now: refused as a changed file (exit 3).
+        // Planned with other columns than it has now: refused as a changed file (exit 4).
         let columns = ["b".to_string()];
         let planned = Some((&columns[..], Wanted::new(vec![true])));
         let Err(e) = open_parquet(&loc, &file, planned).await else {
             panic!("a file whose columns changed since planning must be refused");
         };
-        assert_eq!(e.exit_code(), crate::error::exit::BAD_INPUT);
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
         assert!(e.to_string().contains("columns differ"), "{e}");
 
         // Rewritten in place (same inode) after its rows were read: refused, exit 4.
@@ -1582,28 +1513,12 @@ mod tests {
         // Its columns swapped, at the same size: read with the planned header, every value
         // would land in the other column.
         let (v1, v2) = (&b"a,b\n1,2\n"[..], &b"b,a\n1,2\n"[..]);
-        let store = Arc::new(Restating {
-            inner: object_store::memory::InMemory::new(),
-            reads: Default::default(),
-            restated: Bytes::from_static(v2),
-            cut: false,
-        });
-        let path = object_store::path::Path::from("cur/f.csv");
-        store.inner.put(&path, v1.into()).await.unwrap();
-        let listed_e_tag = store.inner.head(&path).await.unwrap().e_tag;
-        let loc = Location {
-            store: store.clone(),
-            store_url: "memory://".into(),
-            path: object_store::path::Path::from("cur"),
-        };
-        let file = DiscoveredFile {
-            url: "memory://cur/f.csv".into(),
-            path: path.clone(),
-            size: v1.len() as u64,
-            e_tag: None,
-            last_modified: String::new(),
-            kind: FileKind::Csv,
-        };
+        let store = Arc::new(Meddling::new().restating(Bytes::from_static(v2)));
+        let file = store
+            .holding("f.csv", Bytes::from_static(v1), FileKind::Csv)
+            .await;
+        let listed_e_tag = store.inner.head(&file.path).await.unwrap().e_tag;
+        let loc = store.location();
         // The header is read from the first version; the store restates it as that read begins.
         let names = csv_header(&loc, &file).await.unwrap();
         assert_eq!(names, ["a", "b"]);
@@ -1633,70 +1548,92 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_parquet_restated_before_its_footer_was_read_is_changed_not_corrupt() {
+        let store = Arc::new(Meddling::new());
+        let v1 = parquet_of(&["x"]);
+        let file = store.holding("f.parquet", v1, FileKind::Parquet).await;
+        let longer = parquet_of(&["a much longer value", "and another"]);
+        store.inner.put(&file.path, longer.into()).await.unwrap();
+        let e = parquet_columns(&store.location(), &file).await.unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::INFRASTRUCTURE);
+        assert!(e.to_string().contains("bytes when listed"), "{e}");
+        // A corrupt file at its listed size is still a bad file.
+        let corrupt = store
+            .holding(
+                "g.parquet",
+                Bytes::from_static(b"not parquet at all"),
+                FileKind::Parquet,
+            )
+            .await;
+        let e = parquet_columns(&store.location(), &corrupt)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), crate::error::exit::BAD_INPUT);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_read_of_text_is_the_stores_error_and_bad_gzip_a_bad_file() {
         use crate::error::exit;
-        // The store's failure, as the decoder sees it (wrapped in an I/O error), keeps its kind.
-        let store = object_store::Error::Generic {
-            store: "S3",
-            source: "connection reset".into(),
-        };
-        assert!(matches!(
-            Stop::io(std::io::Error::other(store), || "x".into()),
-            Stop::Read(_)
-        ));
-        // A connection lost after the first chunk of a CSV: the store's error, exit 4.
-        let text = Bytes::from_static(b"a\n1\n");
-        let store = Arc::new(Restating {
-            inner: object_store::memory::InMemory::new(),
-            reads: Default::default(),
-            restated: text.clone(),
-            cut: true,
-        });
-        let path = object_store::path::Path::from("cur/f.csv");
-        store.inner.put(&path, text.clone().into()).await.unwrap();
-        let loc = Location {
-            store,
-            store_url: "memory://".into(),
-            path: object_store::path::Path::from("cur"),
-        };
-        let file = DiscoveredFile {
-            url: "memory://cur/f.csv".into(),
-            path,
-            size: text.len() as u64,
-            e_tag: None,
-            last_modified: String::new(),
-            kind: FileKind::Csv,
-        };
-        let reader = spawn_csv(&loc, &file, text_schema(&["a".into()]), None)
+        let csv = Bytes::from_static(b"a\n1\n");
+        // A connection lost after the first chunk of a CSV's rows: the store's error, exit 4.
+        let store = Arc::new(Meddling::new().ending(Ending::LostAfter(1)));
+        let file = store.holding("f.csv", csv.clone(), FileKind::Csv).await;
+        let reader = spawn_csv(&store.location(), &file, text_schema(&["a".into()]), None)
             .await
             .unwrap();
         let e = read_all(reader).await.unwrap_err();
         assert_eq!(e.exit_code(), exit::INFRASTRUCTURE);
         assert!(e.to_string().contains("connection reset by peer"), "{e}");
+
+        // Lost before any of it: a header (CSV or JSON) that could not be read is exit 4 too,
+        // not an empty or malformed file.
+        let store = Arc::new(Meddling::new().ending(Ending::LostAfter(0)));
+        let file = store.holding("f.csv", csv, FileKind::Csv).await;
+        let e = csv_header(&store.location(), &file).await.unwrap_err();
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE, "{e}");
+        let json = Bytes::from_static(b"{\"a\": 1}\n");
+        let file = store.holding("f.json", json, FileKind::Json).await;
+        let e = json_header(&store.location(), &file).await.unwrap_err();
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE, "{e}");
+
         // Bytes that do not decompress: a bad file, exit 3, with what the decoder said.
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let path = object_store::path::Path::from("cur/f.csv.gz");
+        let store = Arc::new(Meddling::new());
         let garbage = Bytes::from_static(b"\x1f\x8b\x08\x00not deflate at all");
-        store.put(&path, garbage.clone().into()).await.unwrap();
-        let loc = Location {
-            store,
-            store_url: "memory://".into(),
-            path: object_store::path::Path::from("cur"),
-        };
-        let file = DiscoveredFile {
-            url: "memory://cur/f.csv.gz".into(),
-            path,
-            size: garbage.len() as u64,
-            e_tag: None,
-            last_modified: String::new(),
-            kind: FileKind::CsvGz,
-        };
-        let reader = spawn_csv(&loc, &file, text_schema(&["a".into()]), None)
+        let file = store.holding("f.csv.gz", garbage, FileKind::CsvGz).await;
+        let reader = spawn_csv(&store.location(), &file, text_schema(&["a".into()]), None)
             .await
             .unwrap();
         let e = read_all(reader).await.unwrap_err();
         assert_eq!(e.exit_code(), exit::BAD_INPUT);
         assert!(e.to_string().contains("cannot read:"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_header_that_cannot_be_a_header_is_a_bad_file() {
+        let store = Arc::new(Meddling::new());
+        let refused = async |name: &str, text: Vec<u8>| {
+            let file = store.holding(name, text.into(), FileKind::Csv).await;
+            let e = csv_header(&store.location(), &file).await.unwrap_err();
+            assert_eq!(e.exit_code(), crate::error::exit::BAD_INPUT, "{e}");
+            e.to_string()
+        };
+        // An unclosed quote runs on past the first MiB: csv_core would end the header where
+        // the MiB ends, and every run would then find "another" header when it streams.
+        let mut open = b"a,\"b\n".to_vec();
+        open.extend(std::iter::repeat_n(b'x', 2 << 20));
+        assert!(refused("open.csv", open).await.contains("runs past"));
+        // A quote left open for a line or two swallows rows into the header.
+        let swallowed = b"a,\"b\n1,2\n3,\"4\n".to_vec();
+        assert!(
+            refused("swallowed.csv", swallowed)
+                .await
+                .contains("line break")
+        );
+        assert!(
+            refused("twice.csv", b"a,b,a\n".to_vec())
+                .await
+                .contains("repeats")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
