@@ -280,7 +280,8 @@ async fn read_head<T: Send + 'static>(
     let (loc, file) = (loc.clone(), file.clone());
     tokio::task::spawn_blocking(move || {
         let r = StreamRead::new(rt, stream);
-        f(decoder(file.kind, r).take(HEAD_BYTES), &loc, &file)
+        // One byte more, so that a header of exactly HEAD_BYTES is told from a longer one.
+        f(decoder(file.kind, r).take(HEAD_BYTES + 1), &loc, &file)
     })
     .await
     .map_err(|e| TallyError::Internal(e.to_string()))?
@@ -439,10 +440,13 @@ pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<St
         let mut names: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (n, line) in d.lines().enumerate() {
-            let line = match line.map_err(|e| e.downcast::<object_store::Error>()) {
+            let line = match line {
                 Ok(line) => line,
-                Err(Ok(store)) => return Err(loc.err("read", &file.path, store)),
-                Err(Err(_)) => break, // the MiB may end inside a character
+                // Later lines: the MiB may end inside a character.
+                Err(e) if n == 0 || e.get_ref().is_some_and(|e| e.is::<object_store::Error>()) => {
+                    return Err(read_failure(loc, file, e, || "line 1".into()));
+                }
+                Err(_) => break,
             };
             let line = line.trim_start_matches('\u{feff}').trim();
             if line.is_empty() {
@@ -1016,28 +1020,42 @@ pub async fn parquet_columns(loc: &Location, file: &DiscoveredFile) -> Result<Ve
     let builder = match ParquetRecordBatchStreamBuilder::new(reader).await {
         Ok(b) => b,
         Err(e) => {
-            // The footer is read at the listed size: a file restated since it was listed fails
-            // here too, and is told from a corrupt one by its metadata now.
-            if let Ok(now) = loc.store.head(&file.path).await {
-                let e_tags = (file.e_tag.as_deref(), now.e_tag.as_deref());
-                if now.size != file.size {
-                    return Err(changed(
-                        file,
-                        format!("{} bytes when listed, {} now", file.size, now.size),
-                    ));
+            // The footer is read at the listed size: a file restated (or removed) since it was
+            // listed fails here too, and is told from a corrupt one by its metadata now.
+            match loc.store.head(&file.path).await {
+                Ok(now) => {
+                    let e_tags = (file.e_tag.as_deref(), now.e_tag.as_deref());
+                    if now.size != file.size {
+                        return Err(changed(
+                            file,
+                            format!("{} bytes when listed, {} now", file.size, now.size),
+                        ));
+                    }
+                    if let (Some(listed), Some(now)) = e_tags
+                        && !same_e_tag(listed, now)
+                    {
+                        return Err(changed(
+                            file,
+                            format!("ETag {listed} when listed, {now} now"),
+                        ));
+                    }
                 }
-                if let (Some(listed), Some(now)) = e_tags
-                    && !same_e_tag(listed, now)
-                {
-                    return Err(changed(
-                        file,
-                        format!("ETag {listed} when listed, {now} now"),
-                    ));
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(changed(file, "removed since it was listed".into()));
                 }
+                Err(_) => {}
             }
-            return Err(TallyError::BadFile {
-                file: file.url.clone(),
-                message: e.to_string(),
+            // The store's failure (after its retries) is the store's, exit 4, not the file's.
+            return Err(match e {
+                parquet::errors::ParquetError::External(inner) => {
+                    match inner.downcast::<object_store::Error>() {
+                        Ok(store) => loc.err("read", &file.path, *store),
+                        Err(other) => {
+                            parquet_error(&file.url, parquet::errors::ParquetError::External(other))
+                        }
+                    }
+                }
+                other => parquet_error(&file.url, other),
             });
         }
     };
@@ -1596,6 +1614,12 @@ mod tests {
         let e = json_header(&store.location(), &file).await.unwrap_err();
         assert_eq!(e.exit_code(), exit::INFRASTRUCTURE, "{e}");
 
+        // A Parquet footer the store fails to give: exit 4.
+        let parquet = parquet_of(&["x"]);
+        let file = store.holding("f.parquet", parquet, FileKind::Parquet).await;
+        let e = parquet_columns(&store.location(), &file).await.unwrap_err();
+        assert_eq!(e.exit_code(), exit::INFRASTRUCTURE, "{e}");
+
         // Bytes that do not decompress: a bad file, exit 3, with what the decoder said.
         let store = Arc::new(Meddling::new());
         let garbage = Bytes::from_static(b"\x1f\x8b\x08\x00not deflate at all");
@@ -1634,6 +1658,28 @@ mod tests {
                 .await
                 .contains("repeats")
         );
+
+        // Headers that are headers: only a header, with no line end; exactly the first MiB
+        // with its line end; gzipped.
+        let read = async |name: &str, text: Vec<u8>, kind| {
+            let file = store.holding(name, text.into(), kind).await;
+            csv_header(&store.location(), &file).await.unwrap()
+        };
+        assert_eq!(
+            read("only.csv", b"a,b".to_vec(), FileKind::Csv).await,
+            ["a", "b"]
+        );
+        let mut full = vec![b'x'; HEAD_BYTES as usize - 1];
+        full.push(b'\n');
+        full.extend_from_slice(b"1\n");
+        assert_eq!(
+            read("full.csv", full, FileKind::Csv).await[0].len(),
+            HEAD_BYTES as usize - 1
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, b"a,b\n1,2\n").unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(read("f.csv.gz", gz, FileKind::CsvGz).await, ["a", "b"]);
     }
 
     #[tokio::test(flavor = "multi_thread")]
