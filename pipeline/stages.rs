@@ -374,7 +374,7 @@ pub async fn run_all(
         let (batches, schema, mut record) =
             evaluate(&stage, root, &BTreeMap::new(), input_urls).await?;
         let url = table::table_url(root, &stage.writes)?;
-        let ops = table::open(&url).await?;
+        let ops = table::keeping_whole_log(table::open(&url).await?, &url).await?;
         if stage.csv {
             write_csv(root, &stage.writes, &schema, &batches).await?;
         }
@@ -387,6 +387,7 @@ pub async fn run_all(
             .write(data)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_configuration([(table::KEEP_WHOLE_LOG.0, Some(table::KEEP_WHOLE_LOG.1))])
             .await
             .map_err(|e| TallyError::Table {
                 table: url.to_string(),

@@ -20,7 +20,7 @@ use deltalake::kernel::{Action, StructType};
 use deltalake::protocol::DeltaOperation;
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::{DeltaTable, DeltaTableBuilder, TableProperty};
+use deltalake::{DeltaTable, DeltaTableBuilder};
 use indexmap::IndexMap;
 use object_store::ObjectStoreExt as _;
 use url::Url;
@@ -125,6 +125,31 @@ fn delta_schema(url: &Url, schema: &SchemaRef) -> Result<StructType> {
         .map_err(|e| terr(url.as_str(), e))
 }
 
+/// The table property that keeps a table's whole log: Delta's default removes log entries older
+/// than 30 days at every 100th commit's checkpoint, after which those versions cannot be read.
+/// An auditor reproduces a run "as of version N" from its manifest, so tally's tables keep
+/// theirs (the FOCUS tables from their creation, the stage tables with every overwrite).
+pub const KEEP_WHOLE_LOG: (&str, &str) = ("delta.enableExpiredLogCleanup", "false");
+
+/// `table`, keeping its whole log ([`KEEP_WHOLE_LOG`]): a table created without the property
+/// (a stage table written by tally before it set it) gets it with one metadata commit; any
+/// other is returned as it is.
+pub async fn keeping_whole_log(table: DeltaTable, url: &Url) -> Result<DeltaTable> {
+    use deltalake::table::config::TablePropertiesExt as _;
+    let Ok(state) = table.snapshot() else {
+        return Ok(table); // not created yet: the write that creates it sets the property
+    };
+    if !state.table_config().enable_expired_log_cleanup() {
+        return Ok(table);
+    }
+    let (key, value) = KEEP_WHOLE_LOG;
+    table
+        .set_tbl_properties()
+        .with_properties([(key.to_string(), value.to_string())].into())
+        .await
+        .map_err(|e| terr(url.as_str(), e))
+}
+
 /// Creates the absent table with this schema and the partition columns: version 0. A table
 /// that exists by now was created by another run after `table` was opened: that is a conflict
 /// (never written over), as Delta's commit check makes it for a table that existed.
@@ -134,7 +159,7 @@ async fn create(table: &DeltaTable, url: &Url, schema: &SchemaRef) -> Result<Del
         .with_columns(delta_schema(url, schema)?.fields().cloned())
         .with_partition_columns(PARTITION_COLUMNS)
         // Keep the log for time travel: auditors reproduce "as of version N".
-        .with_configuration_property(TableProperty::EnableExpiredLogCleanup, Some("false"))
+        .with_configuration([(KEEP_WHOLE_LOG.0, Some(KEEP_WHOLE_LOG.1))])
         .with_save_mode(SaveMode::ErrorIfExists)
         .await;
     match created {
@@ -514,6 +539,37 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    /// A table written without the property (as tally wrote stage tables before it set it)
+    /// gets it once; one that has it is left as it is.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_table_that_would_drop_old_logs_is_made_to_keep_them_once() {
+        use deltalake::table::config::TablePropertiesExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = table_url(&format!("file://{}", dir.path().display()), "stage").unwrap();
+        let schema = partitioned_schema();
+        let keeps = |t: &DeltaTable| {
+            !t.snapshot()
+                .unwrap()
+                .table_config()
+                .enable_expired_log_cleanup()
+        };
+        let written = open(&url)
+            .await
+            .unwrap()
+            .write([rows(&schema, 3)])
+            .await
+            .unwrap();
+        assert!(!keeps(&written), "Delta's default drops old logs");
+        let kept = keeping_whole_log(written, &url).await.unwrap();
+        assert!(keeps(&kept));
+        assert_eq!(kept.version(), Some(1));
+        let again = keeping_whole_log(open(&url).await.unwrap(), &url)
+            .await
+            .unwrap();
+        assert_eq!(again.version(), Some(1), "no second commit");
+        assert!(keeps(&open(&url).await.unwrap()));
     }
 
     /// Staging into an output that has no table yet creates nothing: the table appears (as
