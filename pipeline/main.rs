@@ -76,6 +76,9 @@ enum Command {
         /// Result format.
         #[arg(long, value_enum, default_value = "table")]
         format: OutputFormat,
+        /// Write the reproduced result here (path or URL) instead of stdout.
+        #[arg(long)]
+        out: Option<String>,
     },
     /// Strict FOCUS checks on a file or a tally table, reported per rule (exit 5 on failures).
     Validate {
@@ -338,6 +341,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             manifest,
             stage,
             format,
+            out,
         } => {
             let cwd = std::env::current_dir().map_err(|e| TallyError::Io {
                 path: ".".into(),
@@ -345,7 +349,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             })?;
             let url = job::resolve_url(&manifest, &cwd);
             let r = tally::stages::reproduce(&url, &stage).await?;
-            query::write(&r.batches, format, None).await?;
+            query::write(&r.batches, format, out.as_deref()).await?;
             let reads: Vec<String> = r
                 .recorded
                 .reads

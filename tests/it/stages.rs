@@ -26,6 +26,26 @@ fn run(job: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// The configuration in the last metadata action of a Delta table's log.
+fn latest_configuration(table: &Path) -> serde_json::Map<String, serde_json::Value> {
+    let mut commits: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    commits.sort();
+    let mut latest = None;
+    for commit in commits {
+        for line in std::fs::read_to_string(commit).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(c) = action["metaData"]["configuration"].as_object() {
+                latest = Some(c.clone());
+            }
+        }
+    }
+    latest.expect("a metadata action")
+}
+
 #[test]
 fn invoices_reconcile_with_every_status_and_a_past_result_is_reproduced_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,6 +97,19 @@ fn invoices_reconcile_with_every_status_and_a_past_result_is_reproduced_exactly(
         q("SELECT Status FROM invoice_reconciliation WHERE InvoiceId = 'EUINDE24-2402001'")
             .contains("match")
     );
+    // Every table keeps its whole log, the stage tables through their overwrites too: Delta's
+    // default would drop versions older than 30 days at its 100th commit.
+    for table in [
+        "cost_and_usage",
+        "invoice_reconciliation",
+        "allocated_costs",
+    ] {
+        assert_eq!(
+            latest_configuration(&out.join(table)).get("delta.enableExpiredLogCleanup"),
+            Some(&serde_json::json!("false")),
+            "{table}"
+        );
+    }
 
     // ...but the auditor's question is about the first run: its inputs changed since, and
     // `tally reconcile` says so and that today's result from them differs.
@@ -117,6 +150,23 @@ fn invoices_reconcile_with_every_status_and_a_past_result_is_reproduced_exactly(
     assert!(String::from_utf8_lossy(&o.stdout).contains(
         "290.150000000000000000,290.147300000000000000,-0.002700000000000000,18,mismatch"
     ));
+    // The reproduced result can be kept as a file, as a query's can.
+    let kept = dir.path().join("reproduced.parquet");
+    let o = tally_cmd()
+        .args(["reconcile", "--manifest", first.to_str().unwrap()])
+        .args(["--format", "parquet", "--out", kept.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_exit_0(&o);
+    let rows: usize = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&kept).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap()
+    .map(|b| b.unwrap().num_rows())
+    .sum();
+    assert_eq!(rows, 7);
 }
 
 #[test]
