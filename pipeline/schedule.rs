@@ -1,10 +1,15 @@
 //! `tally schedule <folder>`: one long-lived process that runs the job files of a folder when
 //! their `[schedule] cron` falls due (UTC).
 //!
-//! Jobs run one at a time, so a job never overlaps itself; a run that is still going when its
-//! next time comes runs once more afterwards, not twice. Each run is logged with its exit code
-//! and the scheduler carries on whatever a run's outcome; the output lock (see
-//! [`crate::lock`]) keeps a cron-started run of the same output from overlapping too.
+//! Jobs run one at a time, so a job never overlaps itself; a run still going when its next time
+//! comes is not repeated for the times it missed: the job's next run is its first time after
+//! the run ended. Each run is logged with its exit code and the scheduler carries on whatever a
+//! run's outcome; the output lock (see [`crate::lock`]) keeps a cron-started run of the same
+//! output from overlapping too.
+//!
+//! Ctrl-C or SIGTERM (what `systemctl stop`, `docker stop` and Kubernetes send) stops the
+//! scheduler: at once while it waits, after the run in progress otherwise, so a run is not cut
+//! off between its commits.
 
 use std::path::{Path, PathBuf};
 
@@ -67,10 +72,55 @@ fn load(dir: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Ctrl-C and, on Unix, SIGTERM: listened for from the start, so one that arrives between two
+/// waits is not missed.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind| {
+                signal(kind)
+                    .map_err(|e| TallyError::Internal(format!("cannot listen for signals: {e}")))
+            };
+            Ok(StopSignals {
+                interrupt: listen(SignalKind::interrupt())?,
+                terminate: listen(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
+    }
+
+    /// Waits for the next stop signal; its name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "SIGINT",
+                _ = self.terminate.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
 /// Runs the folder's scheduled jobs until stopped (Ctrl-C / SIGTERM), or until `max_runs`
 /// runs have been made. Returns the number of runs that failed.
 pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
     let mut entries = load(dir)?;
+    let mut signals = StopSignals::listen()?;
     let (mut runs, mut failed) = (0u64, 0u64);
     loop {
         if max_runs.is_some_and(|m| runs >= m) {
@@ -85,24 +135,33 @@ pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
         let wait = (due - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = tokio::signal::ctrl_c() => {
-                info!("stopping: no run was in progress");
+            signal = signals.next() => {
+                info!(signal, "stopping: no run was in progress");
                 return Ok(failed);
             }
         }
         let path = entries[i].path.clone();
         // Re-read the job file each time: an edit takes effect at the next run.
-        let outcome = match Job::load(&path) {
-            Ok((job, bytes)) => {
-                run::run(RunRequest {
-                    job,
-                    job_path: path.display().to_string(),
-                    job_bytes: bytes,
-                    options: RunOptions::default(),
-                })
-                .await
+        let run = async {
+            let (job, bytes) = Job::load(&path)?;
+            run::run(RunRequest {
+                job,
+                job_path: path.display().to_string(),
+                job_bytes: bytes,
+                options: RunOptions::default(),
+            })
+            .await
+        };
+        let mut run = std::pin::pin!(run);
+        let mut stopping = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                signal = signals.next(), if !stopping => {
+                    stopping = true;
+                    info!(signal, job = %path.display(), "stopping after the run in progress");
+                }
             }
-            Err(e) => Err(e),
         };
         runs += 1;
         match outcome {
@@ -119,6 +178,10 @@ pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
                     error!(job = %path.display(), exit_code = code, error = %e, "scheduled run failed");
                 }
             }
+        }
+        if stopping {
+            info!("stopped");
+            return Ok(failed);
         }
         // The next time after the run *ends*: a run longer than its period is not repeated.
         let now = Utc::now();
