@@ -88,7 +88,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// SQL over the output tables (cost_and_usage, cost_and_usage_1_2, quarantine).
+    /// SQL over the output tables (cost_and_usage, cost_and_usage_1_2, quarantine and the stage
+    /// tables, by name).
     Query {
         /// The SQL.
         sql: String,
