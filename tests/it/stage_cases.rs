@@ -12,6 +12,9 @@
 //! expect: Target, AllocatedEffectiveCost  <- rows in the stage's own order
 //! A | 10
 //! ```
+//!
+//! A stage that reads another stage's table (`allocated_costs`, `chargeback_lines`) gets it as a
+//! run does: the stages that write it run first, on the case's tables and inputs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -120,6 +123,27 @@ fn cost_table(csv: &[String]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap()
 }
 
+/// The stages that write what `stage` reads (other than `cost_and_usage`), and theirs, each
+/// before the stages that read it.
+fn upstream_of<'a>(
+    stage: &tally::stages::Stage,
+    stages: &'a [tally::stages::Stage],
+) -> Vec<&'a tally::stages::Stage> {
+    let mut order: Vec<&tally::stages::Stage> = Vec::new();
+    for read in stage.reads.iter().filter(|r| *r != "cost_and_usage") {
+        let writer = stages
+            .iter()
+            .find(|s| &s.writes == read)
+            .unwrap_or_else(|| panic!("no stage writes {read}"));
+        for s in upstream_of(writer, stages).into_iter().chain([writer]) {
+            if !order.iter().any(|o| o.name == s.name) {
+                order.push(s);
+            }
+        }
+    }
+    order
+}
+
 fn cases() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(root().join("tests/sql/stages"))
         .unwrap()
@@ -161,11 +185,23 @@ async fn every_stage_case_gives_its_expected_rows() {
                 .unwrap();
             ctx.register_batch(name, loaded.batch).unwrap();
         }
-        for name in &stage.optional_inputs {
-            if !case.inputs.iter().any(|(n, _)| n == name) {
+        let upstream = upstream_of(stage, &stages);
+        for name in upstream
+            .iter()
+            .chain([&stage])
+            .flat_map(|s| &s.optional_inputs)
+        {
+            if !ctx.table_exist(name.as_str()).unwrap() {
                 ctx.register_batch(name, tally::inputs::empty(name).unwrap())
                     .unwrap();
             }
+        }
+        for before in upstream {
+            let (schema, batches) = tally::stages::run_sql(before, &ctx)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), before.name));
+            let table = arrow::compute::concat_batches(&schema, &batches).unwrap();
+            ctx.register_batch(&before.writes, table).unwrap();
         }
         let (_, batches) = match tally::stages::run_sql(stage, &ctx).await {
             Ok(r) => r,
