@@ -14,6 +14,11 @@
 //! first confirmation, the lock is rewritten to name another run, as a racing create or a
 //! takeover would leave it, so a test can drive what a run that lost its lock does.
 
+//! `TALLY_FAULT_PAUSE_AT` names a point where the run waits, logging that it paused, until the
+//! file `TALLY_FAULT_PAUSE_UNTIL` exists: a test can act (send a signal) at a known place in a
+//! run. The wait is asynchronous, so the rest of the process (the scheduler's signal
+//! handling) goes on meanwhile.
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Dies here (SIGKILL) if `TALLY_FAULT_KILL_AT` names this point.
@@ -25,6 +30,18 @@ pub fn point(name: &str) {
             .status();
         // `kill` is gone or failed: abort is the next best thing to a hard crash.
         std::process::abort();
+    }
+}
+
+/// Waits here until `TALLY_FAULT_PAUSE_UNTIL` exists if `TALLY_FAULT_PAUSE_AT` names this point.
+pub async fn pause(name: &str) {
+    if !std::env::var("TALLY_FAULT_PAUSE_AT").is_ok_and(|p| p == name) {
+        return;
+    }
+    let until = std::env::var_os("TALLY_FAULT_PAUSE_UNTIL").unwrap_or_default();
+    tracing::warn!(point = name, "TALLY_FAULT_PAUSE_AT: paused");
+    while !std::path::Path::new(&until).exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

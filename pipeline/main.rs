@@ -391,11 +391,11 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             }
         }
         Command::Schedule { dir, max_runs } => {
-            let failed = tally::schedule::serve(&dir, max_runs).await?;
-            Ok(if failed == 0 {
-                exit::OK
-            } else {
-                exit::INTERNAL
+            use tally::schedule::Stopped;
+            Ok(match tally::schedule::serve(&dir, max_runs).await? {
+                Stopped::MaxRuns { failed: 0 } | Stopped::Signal(_) => exit::OK,
+                Stopped::MaxRuns { .. } => exit::INTERNAL,
+                Stopped::Forced(signal) => signal.exit_code,
             })
         }
         Command::Generate {

@@ -524,6 +524,7 @@ async fn execute(
         })
         .collect();
     crate::fault::point("before-commit");
+    crate::fault::pause("before-commit").await;
     // Only the run that still holds the output's lock publishes. A new output's tables are
     // created first, all of them, so the run cannot stop between its commits over one.
     let mut ready = lock.confirm().await;

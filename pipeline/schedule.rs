@@ -79,52 +79,90 @@ struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    ctrl_c: tokio::signal::windows::CtrlC,
 }
+
+/// A stop signal: its name and the exit code of a process it ends (128 + its number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopSignal {
+    /// `SIGINT` (Ctrl-C) or `SIGTERM`.
+    pub name: &'static str,
+    /// 130 or 143, as a shell reports a process the signal killed.
+    pub exit_code: i32,
+}
+
+const SIGINT: StopSignal = StopSignal {
+    name: "SIGINT",
+    exit_code: 130,
+};
+#[cfg(unix)]
+const SIGTERM: StopSignal = StopSignal {
+    name: "SIGTERM",
+    exit_code: 143,
+};
 
 impl StopSignals {
     fn listen() -> Result<StopSignals> {
+        let failed =
+            |e: std::io::Error| TallyError::Internal(format!("cannot listen for signals: {e}"));
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let listen = |kind| {
-                signal(kind)
-                    .map_err(|e| TallyError::Internal(format!("cannot listen for signals: {e}")))
-            };
             Ok(StopSignals {
-                interrupt: listen(SignalKind::interrupt())?,
-                terminate: listen(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt()).map_err(failed)?,
+                terminate: signal(SignalKind::terminate()).map_err(failed)?,
             })
         }
-        #[cfg(not(unix))]
-        Ok(StopSignals {})
+        #[cfg(windows)]
+        {
+            Ok(StopSignals {
+                ctrl_c: tokio::signal::windows::ctrl_c().map_err(failed)?,
+            })
+        }
     }
 
-    /// Waits for the next stop signal; its name.
-    async fn next(&mut self) -> &'static str {
+    /// Waits for the next stop signal.
+    async fn next(&mut self) -> StopSignal {
         #[cfg(unix)]
         {
             tokio::select! {
-                _ = self.interrupt.recv() => "SIGINT",
-                _ = self.terminate.recv() => "SIGTERM",
+                _ = self.interrupt.recv() => SIGINT,
+                _ = self.terminate.recv() => SIGTERM,
             }
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
         {
-            let _ = tokio::signal::ctrl_c().await;
-            "Ctrl-C"
+            self.ctrl_c.recv().await;
+            SIGINT
         }
     }
 }
 
+/// How [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `max_runs` runs were made; this many of them failed.
+    MaxRuns {
+        /// Runs that failed.
+        failed: u64,
+    },
+    /// A stop signal came while waiting, or during a run, which was let finish.
+    Signal(StopSignal),
+    /// A second stop signal came during a run: the run was abandoned before its commit (its
+    /// staged files stay unreferenced, its lock goes stale and is taken over by the next run).
+    Forced(StopSignal),
+}
+
 /// Runs the folder's scheduled jobs until stopped (Ctrl-C / SIGTERM), or until `max_runs`
-/// runs have been made. Returns the number of runs that failed.
-pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
+/// runs have been made.
+pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<Stopped> {
     let mut entries = load(dir)?;
     let mut signals = StopSignals::listen()?;
     let (mut runs, mut failed) = (0u64, 0u64);
     loop {
         if max_runs.is_some_and(|m| runs >= m) {
-            return Ok(failed);
+            return Ok(Stopped::MaxRuns { failed });
         }
         let (i, due) = entries
             .iter()
@@ -136,8 +174,8 @@ pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             signal = signals.next() => {
-                info!(signal, "stopping: no run was in progress");
-                return Ok(failed);
+                info!(signal = signal.name, "stopping: no run was in progress");
+                return Ok(Stopped::Signal(signal));
             }
         }
         let path = entries[i].path.clone();
@@ -153,13 +191,17 @@ pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
             .await
         };
         let mut run = std::pin::pin!(run);
-        let mut stopping = false;
+        let mut stopping = None;
         let outcome = loop {
             tokio::select! {
                 outcome = &mut run => break outcome,
-                signal = signals.next(), if !stopping => {
-                    stopping = true;
-                    info!(signal, job = %path.display(), "stopping after the run in progress");
+                signal = signals.next() => {
+                    if stopping.is_some() {
+                        error!(signal = signal.name, job = %path.display(), "stopping now: the run in progress is abandoned, nothing of it committed unless it had begun its commits; its lock goes stale");
+                        return Ok(Stopped::Forced(signal));
+                    }
+                    stopping = Some(signal);
+                    info!(signal = signal.name, job = %path.display(), "stopping after the run in progress (signal again to stop now)");
                 }
             }
         };
@@ -179,9 +221,9 @@ pub async fn serve(dir: &Path, max_runs: Option<u64>) -> Result<u64> {
                 }
             }
         }
-        if stopping {
+        if let Some(signal) = stopping {
             info!("stopped");
-            return Ok(failed);
+            return Ok(Stopped::Signal(signal));
         }
         // The next time after the run *ends*: a run longer than its period is not repeated.
         let now = Utc::now();

@@ -65,73 +65,145 @@ fn a_bad_cron_is_refused_at_start_naming_the_file() {
     assert!(err.contains("bad.toml") && err.contains("at dawn"), "{err}");
 }
 
+/// A `tally schedule` whose one job (due every second) pauses its first run just before the
+/// commit, until `release` is created; its stderr, line by line, and a watchdog that kills it
+/// if a test outlives two minutes (a broken stop would otherwise hang the suite).
+#[cfg(unix)]
+struct PausedScheduler {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    log: String,
+    release: std::path::PathBuf,
+    out: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    watchdog: Option<std::sync::mpsc::Sender<()>>,
+}
+
+#[cfg(unix)]
+impl PausedScheduler {
+    fn start() -> PausedScheduler {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let (jobs, out) = (dir.path().join("jobs"), dir.path().join("out"));
+        std::fs::create_dir_all(&jobs).unwrap();
+        let src = root().join("sample-data/aws/cur-athena");
+        std::fs::write(
+            jobs.join("nightly.toml"),
+            format!(
+                "{}[schedule]\ncron = \"* * * * * *\"\n",
+                one_source_job(&src, &out, None)
+            ),
+        )
+        .unwrap();
+        let release = dir.path().join("release");
+        let mut child = tally_cmd()
+            .args(["schedule", jobs.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env("TALLY_FAULT_PAUSE_AT", "before-commit")
+            .env("TALLY_FAULT_PAUSE_UNTIL", &release)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let pid = child.id().to_string();
+        std::thread::spawn(move || {
+            let waited = rx.recv_timeout(std::time::Duration::from_secs(120));
+            if waited == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status();
+            }
+        });
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut s = PausedScheduler {
+            child,
+            lines,
+            log: String::new(),
+            release,
+            out,
+            _dir: dir,
+            watchdog: Some(tx),
+        };
+        s.read_until("TALLY_FAULT_PAUSE_AT: paused");
+        s
+    }
+
+    /// Reads stderr until a line holds `text` (panics, showing the log, at its end).
+    fn read_until(&mut self, text: &str) {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            self.log.push_str(&line);
+            self.log.push('\n');
+            if line.contains(text) {
+                return;
+            }
+        }
+        panic!("no {text:?} in:\n{}", self.log);
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Reads the rest of stderr and waits for the exit code.
+    fn finish(&mut self) -> Option<i32> {
+        for line in self.lines.by_ref() {
+            self.log.push_str(&line.unwrap());
+            self.log.push('\n');
+        }
+        let code = self.child.wait().unwrap().code();
+        drop(self.watchdog.take());
+        code
+    }
+}
+
 /// SIGTERM (what `systemctl stop`, `docker stop` and Kubernetes send) during a run lets that run
-/// finish and commit, then stops the scheduler: the run is not cut off between its commits.
+/// finish and commit, then stops the scheduler (exit 0): the run is not cut off between its
+/// commits.
 #[cfg(unix)]
 #[test]
 fn sigterm_stops_the_scheduler_after_the_run_in_progress() {
-    use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let (jobs, src, out) = (
-        dir.path().join("jobs"),
-        dir.path().join("src"),
-        dir.path().join("out"),
-    );
-    std::fs::create_dir_all(&jobs).unwrap();
-    std::fs::create_dir_all(&src).unwrap();
-    // Big enough that the run is still going when the signal comes.
-    let o = tally_cmd()
-        .current_dir(root())
-        .args(["generate", "aws_cur", "--rows", "50000", "--output"])
-        .arg(src.join("cur.csv"))
-        .output()
-        .unwrap();
-    assert_exit_0(&o);
-    std::fs::write(
-        jobs.join("nightly.toml"),
-        format!(
-            "{}[schedule]\ncron = \"* * * * * *\"\n",
-            one_source_job(&src, &out, Some("aws_cur"))
-        ),
-    )
-    .unwrap();
-    let mut child = tally_cmd()
-        .args(["schedule", jobs.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    // The first line logged inside the run's span: the run has started.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("run{") {
-            break;
-        }
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    for line in lines {
-        log.push_str(&line.unwrap());
-        log.push('\n');
-    }
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{log}");
+    let mut s = PausedScheduler::start();
+    s.signal("TERM");
+    s.read_until("stopping after the run in progress");
+    std::fs::write(&s.release, "").unwrap();
+    let code = s.finish();
+    let (log, out) = (&s.log, &s.out);
+    assert_eq!(code, Some(0), "{log}");
     assert!(
-        log.contains("stopping after the run in progress") && log.contains("SIGTERM"),
+        log.contains("signal=\"SIGTERM\"") || log.contains("signal=SIGTERM"),
         "{log}"
     );
     assert_eq!(log.matches("scheduled run finished").count(), 1, "{log}");
-    let manifest = manifests(&out).pop().expect("the run's manifest");
+    let manifest = manifests(out).pop().expect("the run's manifest");
     assert!(
         std::fs::read_to_string(manifest)
             .unwrap()
             .contains("\"status\": \"ok\""),
         "the run committed"
+    );
+}
+
+/// A second signal during the run stops the scheduler at once (exit 128 + the signal): a stuck
+/// run can be stopped without SIGKILL. The run, paused before its commit, committed nothing.
+#[cfg(unix)]
+#[test]
+fn a_second_signal_stops_the_scheduler_at_once() {
+    let mut s = PausedScheduler::start();
+    s.signal("INT");
+    s.read_until("stopping after the run in progress");
+    s.signal("INT");
+    let code = s.finish();
+    let (log, out) = (&s.log, &s.out);
+    assert_eq!(code, Some(130), "{log}");
+    assert!(log.contains("the run in progress is abandoned"), "{log}");
+    assert!(!log.contains("scheduled run finished"), "{log}");
+    assert!(
+        !out.join("cost_and_usage/_delta_log").exists(),
+        "nothing committed"
     );
 }
