@@ -472,7 +472,13 @@ pub async fn reproduce(manifest_url: &str, name: &str) -> Result<Reproduction> {
         .iter()
         .map(|i| (i.name.clone(), i.url.clone()))
         .collect();
-    let (batches, _, today) = evaluate(&stage, root, &versions, &input_urls).await?;
+    let (batches, schema, today) = evaluate(&stage, root, &versions, &input_urls).await?;
+    // No rows is still a result with columns (a Parquet file of them, a header).
+    let batches = if batches.is_empty() {
+        vec![RecordBatch::new_empty(schema)]
+    } else {
+        batches
+    };
     let mut notes = Vec::new();
     if today.sql_sha256 != recorded.sql_sha256 {
         notes.push(format!(
