@@ -1443,13 +1443,9 @@ mod tests {
         assert_eq!(e.exit_code(), crate::error::exit::INTERNAL);
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_local_parquet_rewritten_while_read_is_refused_at_its_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        let on_disk = dir.path().join("f.parquet");
-        let v1 = parquet_of(&["x", "y"]);
-        std::fs::write(&on_disk, &v1).unwrap();
-        let path = object_store::path::Path::from_absolute_path(&on_disk).unwrap();
+    /// A local file as a local store lists it (at its size now, without an ETag).
+    fn local_file(on_disk: &std::path::Path, kind: FileKind) -> (Location, DiscoveredFile) {
+        let path = object_store::path::Path::from_absolute_path(on_disk).unwrap();
         let loc = Location {
             store: Arc::new(object_store::local::LocalFileSystem::new()),
             store_url: "file://".into(),
@@ -1458,11 +1454,21 @@ mod tests {
         let file = DiscoveredFile {
             url: format!("file://{}", on_disk.display()),
             path,
-            size: v1.len() as u64,
+            size: std::fs::metadata(on_disk).unwrap().len(),
             e_tag: None,
             last_modified: String::new(),
-            kind: FileKind::Parquet,
+            kind,
         };
+        (loc, file)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_local_parquet_rewritten_while_read_is_refused_at_its_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = dir.path().join("f.parquet");
+        let v1 = parquet_of(&["x", "y"]);
+        std::fs::write(&on_disk, &v1).unwrap();
+        let (loc, file) = local_file(&on_disk, FileKind::Parquet);
         // Undisturbed: the hash is the file's.
         let (rows, digest) = open_parquet(&loc, &file, None).await.unwrap();
         assert_eq!(rows.count().await, 1);
@@ -1596,10 +1602,16 @@ mod tests {
         // A connection lost after the first chunk of a CSV's rows: the store's error, exit 4.
         let store = Arc::new(Meddling::new().ending(Ending::LostAfter(1)));
         let file = store.holding("f.csv", csv.clone(), FileKind::Csv).await;
-        let reader = spawn_csv(&store.location(), &file, text_schema(&["a".into()]), None)
+        let column_a = async |store: &Arc<Meddling>, file| {
+            let schema = text_schema(&["a".into()]);
+            read_all(
+                spawn_csv(&store.location(), file, schema, None)
+                    .await
+                    .unwrap(),
+            )
             .await
-            .unwrap();
-        let e = read_all(reader).await.unwrap_err();
+        };
+        let e = column_a(&store, &file).await.unwrap_err();
         assert_eq!(e.exit_code(), exit::INFRASTRUCTURE);
         assert!(e.to_string().contains("connection reset by peer"), "{e}");
 
@@ -1624,10 +1636,7 @@ mod tests {
         let store = Arc::new(Meddling::new());
         let garbage = Bytes::from_static(b"\x1f\x8b\x08\x00not deflate at all");
         let file = store.holding("f.csv.gz", garbage, FileKind::CsvGz).await;
-        let reader = spawn_csv(&store.location(), &file, text_schema(&["a".into()]), None)
-            .await
-            .unwrap();
-        let e = read_all(reader).await.unwrap_err();
+        let e = column_a(&store, &file).await.unwrap_err();
         assert_eq!(e.exit_code(), exit::BAD_INPUT);
         assert!(e.to_string().contains("cannot read:"), "{e}");
     }
@@ -1694,20 +1703,7 @@ mod tests {
         }
         std::fs::write(&on_disk, &text).unwrap();
         let when = std::fs::metadata(&on_disk).unwrap().modified().unwrap();
-        let path = object_store::path::Path::from_absolute_path(&on_disk).unwrap();
-        let loc = Location {
-            store: Arc::new(object_store::local::LocalFileSystem::new()),
-            store_url: "file://".into(),
-            path: path.clone(),
-        };
-        let file = DiscoveredFile {
-            url: format!("file://{}", on_disk.display()),
-            path,
-            size: text.len() as u64,
-            e_tag: None,
-            last_modified: String::new(),
-            kind: FileKind::Csv,
-        };
+        let (loc, file) = local_file(&on_disk, FileKind::Csv);
         let schema = text_schema(&["a".into(), "b".into()]);
         let start = || spawn_csv(&loc, &file, schema.clone(), None);
 
