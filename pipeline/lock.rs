@@ -89,8 +89,21 @@ async fn read(
     }
 }
 
+/// This machine's name, for the lock's `owner`: what an operator needs to find the run that
+/// holds an output. `HOSTNAME` is a shell variable that cron and systemd do not export, so the
+/// kernel's name comes first where there is one.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .or_else(|| std::env::var("COMPUTERNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
 fn body(run_id: &str, job: &str) -> Vec<u8> {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let host = host_name();
     serde_json::to_vec(&LockInfo {
         run_id: run_id.into(),
         job: job.into(),
@@ -244,6 +257,16 @@ impl RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lock_names_this_machine_as_its_kernel_does() {
+        // Not from HOSTNAME, which cron, systemd (and bash, unless asked) do not export.
+        let host = host_name();
+        assert!(!host.is_empty() && host != "unknown-host", "{host}");
+        if let Ok(kernel) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(host, kernel.trim());
+        }
+    }
 
     fn local_output() -> (tempfile::TempDir, Location) {
         let dir = tempfile::tempdir().unwrap();
