@@ -309,12 +309,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     }
     let last = prior_state(out, &job.job.name).await?;
     let prior_stages = last.as_ref().map(|p| p.stages.clone()).unwrap_or_default();
-    let prior = if options.full {
-        None
-    } else {
-        last.and_then(|p| p.state.map(|s| (p.run_id, s)))
-    };
-    let Some((prior_run, prior)) = prior else {
+    let Some((prior_run, prior)) = last.and_then(|p| p.state.map(|s| (p.run_id, s))) else {
         return Ok(Plan {
             work: (0..candidates.len()).collect(),
             candidates,
@@ -324,7 +319,6 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             prior_stages,
         });
     };
-    info!(since_run = %prior_run, files = prior.len(), "incremental: comparing with the last successful run");
     let prior: BTreeMap<String, manifest::FileState> =
         prior.into_iter().map(|f| (f.url.clone(), f)).collect();
     let in_scope = |parts: &[(String, String, String)]| {
@@ -332,7 +326,22 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     };
     let mut work = Vec::new();
     let mut touched = BTreeSet::new();
-    for (i, c) in candidates.iter().enumerate() {
+    if options.full {
+        // Every file is read again, and every partition the last run recorded is replaced: one
+        // that no file feeds any more (its files deleted, or restated into other periods) is
+        // emptied, not left as it was.
+        info!(since_run = %prior_run, files = prior.len(), "full: every file is read, every recorded partition rebuilt");
+        work.extend(0..candidates.len());
+        touched.extend(
+            prior
+                .values()
+                .filter(|p| in_scope(&p.partitions))
+                .flat_map(|p| p.partitions.iter().cloned()),
+        );
+    } else {
+        info!(since_run = %prior_run, files = prior.len(), "incremental: comparing with the last successful run");
+    }
+    for (i, c) in candidates.iter().enumerate().filter(|_| !options.full) {
         let recent = options
             .since
             .is_none_or(|t| c.file.last_modified.as_str() >= t.to_rfc3339().as_str());
@@ -389,7 +398,7 @@ async fn execute(
     let root = &job.output.url;
     let out = storage::open(root)?;
     let plan = plan(job, &req.options, &out).await?;
-    m.mode = if plan.prior.is_empty() {
+    m.mode = if plan.prior.is_empty() || req.options.full {
         "full"
     } else {
         "incremental"

@@ -116,8 +116,19 @@ async fn a_nightly_run_reads_only_what_changed_and_rebuilds_its_period_whole() {
 
     // --full reads everything again and writes the same data.
     let full = run_job_full(dir.path(), &job).await.unwrap();
-    assert_eq!(full.inputs.len(), 2);
+    assert_eq!((full.mode.as_str(), full.inputs.len()), ("full", 2));
     assert_eq!(lines(&query(&out, totals).await), after);
+
+    // December's export is withdrawn and the next run is a --full one: December goes with it
+    // (a full run replaces every partition the last run recorded, not only those it writes),
+    // and the state forgets the file, so no later run brings its rows back.
+    std::fs::remove_file(exports.join("cur-2023-12.csv")).unwrap();
+    let full = run_job_full(dir.path(), &job).await.unwrap();
+    assert_eq!(full.inputs.len(), 1);
+    assert_eq!(lines(&query(&out, totals).await), after[..1]);
+    assert_eq!(count_q(&out, "2023-12").await, 0);
+    assert_eq!(full.state.len(), 1);
+    assert!(full.state[0].url.ends_with("cur-2023-11.csv"));
 }
 
 async fn count_q(out: &Path, period: &str) -> u64 {
