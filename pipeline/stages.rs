@@ -361,9 +361,13 @@ pub async fn run_all(
         let span = info_span!("stage", name = %stage.name);
         let _g = span.enter();
         let t0 = std::time::Instant::now();
+        // Unchanged: same SQL, tables and inputs as the last successful run, and its table still
+        // at the version that run wrote (a run that failed after rewriting it leaves it ahead).
+        let url = table::table_url(root, &stage.writes)?;
         if let Some(p) = prior.iter().find(|p| p.name == stage.name)
             && p.output.version.is_some()
             && p.fingerprint() == fingerprint_now(&stage, root, input_urls).await?
+            && table::open(&url).await?.version() == p.output.version
         {
             let mut same = p.clone();
             same.status = "unchanged".into();
@@ -373,7 +377,6 @@ pub async fn run_all(
         }
         let (batches, schema, mut record) =
             evaluate(&stage, root, &BTreeMap::new(), input_urls).await?;
-        let url = table::table_url(root, &stage.writes)?;
         let ops = table::keeping_whole_log(table::open(&url).await?, &url).await?;
         if stage.csv {
             write_csv(root, &stage.writes, &schema, &batches).await?;

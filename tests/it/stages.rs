@@ -408,3 +408,66 @@ async fn a_focus_invoice_detail_dataset_reconciles_its_cost_and_usage() {
         ]
     );
 }
+
+/// A stage table that a failed run rewrote is not "unchanged" for the next run, though that
+/// run's SQL, tables and inputs are again those of the last successful one: the table is not at
+/// the version that run recorded, and is written again.
+#[test]
+fn a_stage_table_rewritten_by_a_failed_run_is_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let rules = dir.path().join("rules.csv");
+    let v1 = std::fs::read_to_string(root().join("sample-data/allocation/rules.csv")).unwrap();
+    std::fs::write(&rules, &v1).unwrap();
+    let basis = dir.path().join("basis.csv");
+    let job = |with_basis: bool| {
+        let path = dir.path().join("job.toml");
+        let mut text = one_source_job(&root().join("sample-data/gcp"), &out, None);
+        text.push_str(&format!(
+            "[inputs]\nallocation_rules = \"file://{}\"\ntag_aliases = \"file://{}\"\n",
+            rules.display(),
+            root()
+                .join("sample-data/allocation/tag_aliases.csv")
+                .display()
+        ));
+        if with_basis {
+            text.push_str(&format!(
+                "chargeback_basis = \"file://{}\"\n",
+                basis.display()
+            ));
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let by_target =
+        "SELECT Target, sum(AllocatedEffectiveCost) FROM allocated_costs GROUP BY 1 ORDER BY 1";
+    assert_exit_0(&run(&job(false)));
+    let first = query_csv(&out, by_target);
+
+    // Gemini is no longer shared, and a bad chargeback_basis file fails the stage after
+    // allocated_costs: the run fails (exit 3) with allocated_costs rewritten.
+    let v2: String = v1
+        .lines()
+        .filter(|l| !l.starts_with("gemini-flash"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&rules, v2).unwrap();
+    std::fs::write(&basis, "Target,Basis\n,billed\n").unwrap();
+    let o = run(&job(true));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_ne!(
+        query_csv(&out, by_target),
+        first,
+        "the failed run rewrote allocated_costs"
+    );
+
+    // Back to the first run's inputs: allocated_costs is the first run's again.
+    std::fs::write(&rules, &v1).unwrap();
+    assert_exit_0(&run(&job(false)));
+    assert_eq!(query_csv(&out, by_target), first);
+}
