@@ -224,6 +224,10 @@ struct Plan {
     prior: BTreeMap<String, manifest::FileState>,
     /// Files in that state that are no longer there.
     vanished: Vec<String>,
+    /// Entries of that state this run neither reads nor rebuilds without (files gone outside
+    /// the `--period`s it rebuilds): kept in the new state, so a later run still removes their
+    /// rows.
+    carried: Vec<manifest::FileState>,
     /// The stage records of the last successful run.
     prior_stages: Vec<crate::stages::StageRecord>,
 }
@@ -316,6 +320,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             touched: BTreeSet::new(),
             prior: BTreeMap::new(),
             vanished: Vec::new(),
+            carried: Vec::new(),
             prior_stages,
         });
     };
@@ -358,21 +363,20 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             _ => {}
         }
     }
-    // Gone: a file the last run read under one of this job's source URLs that is not there now.
+    // Gone: a file the last run read under one of this job's source URLs (whatever the source
+    // is called now) that is not there now.
     let under_a_source = |p: &manifest::FileState| {
         job.sources.iter().any(|s| {
-            s.name == p.source && {
-                let base = s.url.trim_end_matches('/');
-                p.url == base || p.url.starts_with(&format!("{base}/"))
-            }
+            let base = s.url.trim_end_matches('/');
+            p.url == base || p.url.starts_with(&format!("{base}/"))
         })
     };
-    let vanished: Vec<String> = prior
+    let (vanished, carried): (Vec<&manifest::FileState>, Vec<&manifest::FileState>) = prior
         .values()
         .filter(|p| under_a_source(p) && !seen.contains_key(&p.url))
-        .filter(|p| in_scope(&p.partitions))
-        .map(|p| p.url.clone())
-        .collect();
+        .partition(|p| in_scope(&p.partitions));
+    let vanished: Vec<String> = vanished.into_iter().map(|p| p.url.clone()).collect();
+    let carried: Vec<manifest::FileState> = carried.into_iter().cloned().collect();
     for url in &vanished {
         warn!(file = %url, "an export file the tables reflect is gone: its partitions are rebuilt without it");
         touched.extend(prior[url].partitions.iter().cloned());
@@ -383,6 +387,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
         touched,
         prior,
         vanished,
+        carried,
         prior_stages,
     })
 }
@@ -531,6 +536,7 @@ async fn execute(
                 plan.prior.get(&c.file.url).cloned()
             }
         })
+        .chain(plan.carried.iter().cloned())
         .collect();
     crate::fault::point("before-commit");
     crate::fault::pause("before-commit").await;

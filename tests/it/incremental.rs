@@ -412,3 +412,38 @@ async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_deliv
         .unwrap();
     assert_eq!(n + q, 1231, "exactly the re-delivered month");
 }
+
+/// A `--period` run rebuilds only its periods, and does not forget a file that vanished from
+/// another: the next plain run still removes that file's rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_gone_outside_a_period_run_is_still_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let exports = two_months(dir.path());
+    let job = one_source_job(&exports, &out, Some("aws_cur"));
+    run_job(dir.path(), &job).await.unwrap();
+    let periods = "SELECT DISTINCT x_BillingPeriod FROM cost_and_usage ORDER BY 1";
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
+
+    // November's export is withdrawn and a second December file arrives; the run rebuilds
+    // December only.
+    std::fs::remove_file(exports.join("cur-2023-11.csv")).unwrap();
+    let dec = std::fs::read_to_string(exports.join("cur-2023-12.csv")).unwrap();
+    std::fs::write(exports.join("cur-2023-12-part2.csv"), dec).unwrap();
+    let options = tally::run::RunOptions {
+        periods: vec!["2023-12".into()],
+        ..Default::default()
+    };
+    let m = run_job_with(dir.path(), &job, options).await.unwrap();
+    assert_eq!(m.inputs.len(), 2);
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
+    assert!(
+        m.state.iter().any(|f| f.url.ends_with("cur-2023-11.csv")),
+        "the withdrawn file is remembered"
+    );
+
+    // The next plain run takes November's rows away with its file.
+    run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(lines(&query(&out, periods).await), ["2023-12"]);
+    assert_eq!(count_q(&out, "2023-11").await, 0);
+}
