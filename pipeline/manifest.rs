@@ -49,6 +49,9 @@ pub struct Manifest {
     /// Every export file the output now reflects, with the identity it had when read and the
     /// partitions its rows went to: the state the next incremental run compares against.
     pub state: Vec<FileState>,
+    /// Whether every table this run staged was committed: then `state` is what the tables
+    /// reflect even if the run failed afterwards (in a stage), and the next run compares with it.
+    pub tables_committed: bool,
     /// The SQL stages (curated tables) this run ran or found unchanged.
     pub stages: Vec<crate::stages::StageRecord>,
 }
@@ -88,6 +91,9 @@ pub struct PriorRun {
     /// The state after the run (absent in manifests written before incremental runs).
     #[serde(default)]
     pub state: Option<Vec<FileState>>,
+    /// Whether the run committed every table it staged (absent before tally recorded it).
+    #[serde(default)]
+    pub tables_committed: bool,
     /// Its stage records.
     #[serde(default)]
     pub stages: Vec<crate::stages::StageRecord>,

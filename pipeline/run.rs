@@ -111,6 +111,7 @@ async fn run_once(req: &RunRequest, wait: std::time::Duration) -> Result<Manifes
         mode: "full".into(),
         files_unchanged: 0,
         state: Vec::new(),
+        tables_committed: false,
         stages: Vec::new(),
     };
     let out = storage::open(&req.job.output.url)?;
@@ -232,7 +233,11 @@ struct Plan {
     prior_stages: Vec<crate::stages::StageRecord>,
 }
 
-/// The latest successful run of `job` whose manifest records its state.
+/// The latest run of `job` whose manifest records the state its tables reflect: a successful
+/// run, or one that committed every table and then failed (in a stage): the tables are as that
+/// run left them, and comparing with an older run would miss what it committed (a file it read
+/// that is gone since would keep its rows). Its stage records are those it got to (none, when a
+/// stage failed), so every stage runs again.
 async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manifest::PriorRun>> {
     use futures::TryStreamExt;
     let dir = out.path.clone().join("_tally").join("manifests");
@@ -250,7 +255,7 @@ async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manife
             warn!(manifest = %out.url_of(&meta.location), "unreadable manifest skipped");
             continue;
         };
-        if prior.job.name == job && prior.status == "ok" {
+        if prior.job.name == job && (prior.status == "ok" || prior.tables_committed) {
             return Ok(Some(prior));
         }
     }
@@ -597,6 +602,7 @@ async fn execute(
             },
         );
     }
+    m.tables_committed = true;
     // The curated tables, on the committed data.
     m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
     Ok(())

@@ -447,3 +447,49 @@ async fn a_file_gone_outside_a_period_run_is_still_removed_by_the_next_run() {
     assert_eq!(lines(&query(&out, periods).await), ["2023-12"]);
     assert_eq!(count_q(&out, "2023-11").await, 0);
 }
+
+/// A run that commits its tables and then fails (here in a stage, on a bad input file) leaves
+/// the tables as it committed them; the next run compares with that run's state, so a file it
+/// read that is gone since takes its rows with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_run_compares_with_a_run_that_failed_after_its_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let exports = two_months(dir.path());
+    let december = exports.join("cur-2023-12.csv");
+    let dec_text = std::fs::read_to_string(&december).unwrap();
+    std::fs::remove_file(&december).unwrap();
+    let invoices = dir.path().join("invoices.csv");
+    let good = std::fs::read_to_string(root().join("sample-data/invoices/invoices.csv")).unwrap();
+    std::fs::write(&invoices, &good).unwrap();
+    let job = format!(
+        "{}[inputs]\ninvoices = \"file://{}\"\n",
+        one_source_job(&exports, &out, Some("aws_cur")),
+        invoices.display()
+    );
+    run_job(dir.path(), &job).await.unwrap();
+    let periods = "SELECT DISTINCT x_BillingPeriod FROM cost_and_usage ORDER BY 1";
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11"]);
+
+    // December arrives, but the invoice file is broken: the tables commit December, then the
+    // invoice stage fails the run.
+    std::fs::write(&december, &dec_text).unwrap();
+    std::fs::write(&invoices, "InvoiceId\nX\n").unwrap();
+    let e = run_job(dir.path(), &job).await.unwrap_err();
+    assert_eq!(e.exit_code(), tally::error::exit::BAD_INPUT, "{e}");
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
+
+    // December's file was a mistake and goes; the invoices are fixed. December's rows go with
+    // the file: the failed run's state, not the last successful one's, is what this run
+    // compares with.
+    std::fs::remove_file(&december).unwrap();
+    std::fs::write(&invoices, &good).unwrap();
+    let m = run_job(dir.path(), &job).await.unwrap();
+    assert_eq!(
+        lines(&query(&out, periods).await),
+        ["2023-11"],
+        "{:?}",
+        m.state
+    );
+    assert_eq!(count_q(&out, "2023-12").await, 0);
+}
