@@ -267,6 +267,7 @@ async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manife
 fn file_changed(
     prior: &manifest::FileState,
     f: &storage::DiscoveredFile,
+    job: &Job,
     source: &crate::job::Source,
 ) -> bool {
     let bytes_changed = prior.size != f.size
@@ -277,7 +278,7 @@ fn file_changed(
     let name = source.format.as_deref().unwrap_or(&prior.format);
     let code_changed = formats::by_name(name)
         .and_then(|f| f.with_params(&source.params))
-        .map(|format| ingestion_id(f, &format) != prior.ingestion_id)
+        .map(|format| ingestion_id(f, &format, &row_settings(job, source)) != prior.ingestion_id)
         .unwrap_or(true);
     bytes_changed || code_changed
 }
@@ -359,7 +360,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             None if recent => work.push(i),
             Some(p)
                 if recent
-                    && file_changed(p, &c.file, &job.sources[c.source])
+                    && file_changed(p, &c.file, job, &job.sources[c.source])
                     && in_scope(&p.partitions) =>
             {
                 work.push(i);
@@ -702,7 +703,7 @@ impl<'a> Ingest<'a> {
         self.measures
             .insert((format.provider.clone(), format.measure));
         let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
-        let ingestion_id = ingestion_id(file, &format);
+        let ingestion_id = ingestion_id(file, &format, &row_settings(job, source));
         self.formats.insert(
             file.url.clone(),
             (format.name.clone(), ingestion_id.clone()),
@@ -855,11 +856,26 @@ impl<'a> Ingest<'a> {
     }
 }
 
+/// What the job says about how a source's files become rows, besides their mapping: the cost
+/// identity rule's severity (quarantine or warn), and whether the FOCUS 1.2 table is written,
+/// with its projection's SQL. Part of the ingestion id, so changing either reads the files it
+/// affects again (a 1.2 table added later gets every partition, not only the next changed one).
+fn row_settings(job: &Job, source: &crate::job::Source) -> String {
+    let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
+    let projection = if job.wants_focus_1_2() {
+        resources::load("sql/projections/focus_1_2.sql").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    format!("cost_identity={cost_identity:?}\0focus_1_2={projection}")
+}
+
 /// The ingestion id written to `x_IngestionRunId`: SHA-256 over the stored object's identity
-/// (URL, size, ETag or last-modified), the format's SQL, the schema files and tally's version.
-/// Known before the file is read, so rows stream straight to the table; the same object and code
-/// give the same id, so reruns are identical. The file's full SHA-256 is in the manifest.
-fn ingestion_id(file: &storage::DiscoveredFile, format: &Format) -> String {
+/// (URL, size, ETag or last-modified), the format's SQL, the job's [`row_settings`], the schema
+/// files and tally's version. Known before the file is read, so rows stream straight to the
+/// table; the same object, settings and code give the same id, so reruns are identical. The
+/// file's full SHA-256 is in the manifest.
+fn ingestion_id(file: &storage::DiscoveredFile, format: &Format, settings: &str) -> String {
     let mut h = Sha256::new();
     for part in [
         env!("CARGO_PKG_VERSION"),
@@ -867,6 +883,7 @@ fn ingestion_id(file: &storage::DiscoveredFile, format: &Format) -> String {
         &file.size.to_string(),
         file.e_tag.as_deref().unwrap_or(&file.last_modified),
         &format.sql,
+        settings,
     ] {
         h.update(part.as_bytes());
         h.update([0]);

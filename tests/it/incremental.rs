@@ -493,3 +493,38 @@ async fn the_next_run_compares_with_a_run_that_failed_after_its_commits() {
     );
     assert_eq!(count_q(&out, "2023-12").await, 0);
 }
+
+/// Settings that change the rows a file becomes are part of its ingestion id: adding the FOCUS
+/// 1.2 table later fills it with every partition, and switching the cost identity rule between
+/// quarantine and warn reads the files again.
+#[tokio::test(flavor = "multi_thread")]
+async fn changing_what_a_job_writes_reads_its_files_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let exports = two_months(dir.path());
+    let with_1_2 = one_source_job(&exports, &out, Some("aws_cur"));
+    let only_1_4 = with_1_2.replace("[\"1.4\", \"1.2\"]", "[\"1.4\"]");
+    assert_ne!(only_1_4, with_1_2);
+    run_job(dir.path(), &only_1_4).await.unwrap();
+    assert!(!out.join("cost_and_usage_1_2").exists());
+
+    let m = run_job(dir.path(), &with_1_2).await.unwrap();
+    assert_eq!(m.inputs.len(), 2, "both files read again for the 1.2 table");
+    let periods = "SELECT DISTINCT x_BillingPeriod FROM cost_and_usage_1_2 ORDER BY 1";
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
+    assert_eq!(
+        run_job(dir.path(), &with_1_2).await.unwrap().inputs.len(),
+        0
+    );
+
+    let warn = with_1_2.replace(
+        "[[source]]",
+        "[checks]\ncost_identity = \"warn\"\n[[source]]",
+    );
+    let m = run_job(dir.path(), &warn).await.unwrap();
+    assert_eq!(
+        m.inputs.len(),
+        2,
+        "both files read again under the other rule"
+    );
+}
