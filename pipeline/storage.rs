@@ -285,6 +285,7 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
     if let Ok(meta) = loc.store.head(&loc.path).await {
         return Ok(to_file(meta).into_iter().collect());
     }
+    let mut skipped: Vec<String> = Vec::new();
     let metas: Vec<object_store::ObjectMeta> = loc
         .store
         .list(Some(&loc.path))
@@ -303,10 +304,35 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
                 })
                 .unwrap_or(false)
         })
-        .filter_map(to_file)
+        .filter_map(|m| {
+            if to_file(m.clone()).is_none() && !is_export_manifest(m.location.as_ref()) {
+                skipped.push(loc.url_of(&m.location));
+            }
+            to_file(m)
+        })
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
+    if !skipped.is_empty() {
+        skipped.sort();
+        let zip = skipped
+            .iter()
+            .any(|u| u.to_ascii_lowercase().ends_with(".zip"));
+        tracing::warn!(
+            source = %loc.url_of(&loc.path),
+            count = skipped.len(),
+            files = ?skipped.iter().take(5).collect::<Vec<_>>(),
+            "objects that are not exports tally reads were skipped (it reads .csv, .csv.gz, .gz, .parquet, .jsonl, .ndjson, .json and their .gz){}",
+            if zip { "; a ZIP-compressed CUR is not read: choose GZIP or Parquet in the report's settings" } else { "" }
+        );
+    }
     Ok(files)
+}
+
+/// Whether an object is an export's own manifest (AWS's `…-Manifest.json`, Azure's
+/// `manifest.json`), which sits beside the exports and is expected not to be read.
+fn is_export_manifest(path: &str) -> bool {
+    let n = path.to_ascii_lowercase();
+    n.ends_with("manifest.json") || n.ends_with("manifest.json.gz")
 }
 
 #[cfg(test)]

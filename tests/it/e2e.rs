@@ -503,3 +503,26 @@ fn files_sharing_a_plan_keep_their_own_lineage() {
         .collect();
     assert_eq!(ids.len(), 5, "every file has its own ingestion id");
 }
+
+/// Objects under a source that tally does not read are named in a warning, not passed over in
+/// silence (a ZIP-compressed CUR with a hint); an export's own manifest is expected and is not.
+#[test]
+fn objects_that_are_not_exports_are_named_when_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in std::fs::read_dir(root().join("sample-data/aws/cur-athena")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, src.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(src.join("cur-00001.csv.zip"), b"PK").unwrap();
+    std::fs::write(src.join("report-Manifest.json"), b"{}").unwrap();
+    let o = run_one_off(&src, &dir.path().join("out"));
+    assert_exit_0(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("cur-00001.csv.zip") && err.contains("ZIP-compressed CUR is not read"),
+        "{err}"
+    );
+    assert!(!err.contains("report-Manifest.json"), "{err}");
+}
