@@ -17,6 +17,19 @@ fn two_months(dir: &Path) -> PathBuf {
     exports
 }
 
+/// A temporary folder with [`two_months`] of exports and the path of an output beside them.
+fn two_months_output() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let exports = two_months(dir.path());
+    let out = dir.path().join("out");
+    (dir, out, exports)
+}
+
+/// The billing periods in a table.
+fn periods_in(table: &str) -> String {
+    format!("SELECT DISTINCT x_BillingPeriod FROM {table} ORDER BY 1")
+}
+
 fn december(nov: &str) -> String {
     nov.replace("2023-11-", "2023-12-").replace(
         "2023-12-01T00:00:00.000Z,2023-12-01T00:00:00.000Z",
@@ -417,12 +430,10 @@ async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_deliv
 /// another: the next plain run still removes that file's rows.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_gone_outside_a_period_run_is_still_removed_by_the_next_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let exports = two_months(dir.path());
+    let (dir, out, exports) = two_months_output();
     let job = one_source_job(&exports, &out, Some("aws_cur"));
     run_job(dir.path(), &job).await.unwrap();
-    let periods = "SELECT DISTINCT x_BillingPeriod FROM cost_and_usage ORDER BY 1";
+    let periods = &periods_in("cost_and_usage");
     assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
 
     // November's export is withdrawn and a second December file arrives; the run rebuilds
@@ -453,9 +464,7 @@ async fn a_file_gone_outside_a_period_run_is_still_removed_by_the_next_run() {
 /// read that is gone since takes its rows with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_next_run_compares_with_a_run_that_failed_after_its_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let exports = two_months(dir.path());
+    let (dir, out, exports) = two_months_output();
     let december = exports.join("cur-2023-12.csv");
     let dec_text = std::fs::read_to_string(&december).unwrap();
     std::fs::remove_file(&december).unwrap();
@@ -468,7 +477,7 @@ async fn the_next_run_compares_with_a_run_that_failed_after_its_commits() {
         invoices.display()
     );
     run_job(dir.path(), &job).await.unwrap();
-    let periods = "SELECT DISTINCT x_BillingPeriod FROM cost_and_usage ORDER BY 1";
+    let periods = &periods_in("cost_and_usage");
     assert_eq!(lines(&query(&out, periods).await), ["2023-11"]);
 
     // December arrives, but the invoice file is broken: the tables commit December, then the
@@ -499,9 +508,7 @@ async fn the_next_run_compares_with_a_run_that_failed_after_its_commits() {
 /// quarantine and warn reads the files again.
 #[tokio::test(flavor = "multi_thread")]
 async fn changing_what_a_job_writes_reads_its_files_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let exports = two_months(dir.path());
+    let (dir, out, exports) = two_months_output();
     let with_1_2 = one_source_job(&exports, &out, Some("aws_cur"));
     let only_1_4 = with_1_2.replace("[\"1.4\", \"1.2\"]", "[\"1.4\"]");
     assert_ne!(only_1_4, with_1_2);
@@ -510,7 +517,7 @@ async fn changing_what_a_job_writes_reads_its_files_again() {
 
     let m = run_job(dir.path(), &with_1_2).await.unwrap();
     assert_eq!(m.inputs.len(), 2, "both files read again for the 1.2 table");
-    let periods = "SELECT DISTINCT x_BillingPeriod FROM cost_and_usage_1_2 ORDER BY 1";
+    let periods = &periods_in("cost_and_usage_1_2");
     assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
     assert_eq!(
         run_job(dir.path(), &with_1_2).await.unwrap().inputs.len(),
