@@ -41,8 +41,10 @@ enum Command {
         /// One-off: a format setting, `name=value` (e.g. `cost_view=amortized`); repeatable.
         #[arg(long = "param", requires = "source", value_parser = parse_param)]
         params: Vec<(String, String)>,
-        /// Read every export file, not only the new and changed ones.
-        #[arg(long)]
+        /// Read every export file, not only the new and changed ones (and rebuild every
+        /// partition the last run recorded); not with --since or --period, which narrow an
+        /// incremental run.
+        #[arg(long, conflicts_with_all = ["since", "periods"])]
         full: bool,
         /// Only files modified at or after this time count as new or changed
         /// (RFC 3339, or a date: 2024-06-01).

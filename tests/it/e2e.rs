@@ -526,3 +526,22 @@ fn objects_that_are_not_exports_are_named_when_skipped() {
     );
     assert!(!err.contains("report-Manifest.json"), "{err}");
 }
+
+/// `--full` reads every file and rebuilds every recorded partition; `--since` and `--period`
+/// narrow an incremental run. Together they would silently mean less than they say: refused.
+#[test]
+fn full_with_since_or_period_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("sample-data/aws/cur-athena");
+    for narrowing in [["--period", "2023-12"], ["--since", "2024-01-01"]] {
+        let o = one_off_cmd(&src, &dir.path().join("out"))
+            .arg("--full")
+            .args(narrowing)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("cannot be used with"), "{err}");
+        assert!(!dir.path().join("out").exists());
+    }
+}
