@@ -190,6 +190,9 @@ pub struct PartitionInfo {
     pub rows: u64,
     /// Data files now in the partition.
     pub files: u64,
+    /// Rows the partition held before this run replaced it (all of them were removed: a
+    /// partition is replaced whole).
+    pub replaced_rows: u64,
     /// SHA-256 over the partition's rows in order (Arrow row format): equal across reruns of
     /// the same inputs.
     pub content_sha256: String,

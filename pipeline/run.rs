@@ -567,6 +567,7 @@ async fn execute(
         let span = info_span!("commit", table = name);
         let _g = span.enter();
         let rows = s.rows();
+        let before = s.partition_stats_before();
         let (t, hashes) = match s.commit(&partitions, run_id).await {
             Ok(done) => done,
             Err(e) => {
@@ -575,7 +576,7 @@ async fn execute(
             }
         };
         crate::fault::point("between-commits");
-        let stats = table::partition_stats(&t)?;
+        let stats = table::partition_stats(&t);
         let parts = partitions
             .iter()
             .map(|k| {
@@ -586,6 +587,7 @@ async fn execute(
                     billing_period: k.2.clone(),
                     rows,
                     files,
+                    replaced_rows: before.get(k).map_or(0, |b| b.1),
                     content_sha256: hashes
                         .get(k)
                         .cloned()

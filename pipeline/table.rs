@@ -193,10 +193,10 @@ pub fn partitions_predicate(keys: &BTreeSet<PartitionKey>) -> String {
 }
 
 /// Per-partition file and row counts of the table's current version.
-pub fn partition_stats(table: &DeltaTable) -> Result<BTreeMap<PartitionKey, (u64, u64)>> {
+pub fn partition_stats(table: &DeltaTable) -> BTreeMap<PartitionKey, (u64, u64)> {
     let mut out: BTreeMap<PartitionKey, (u64, u64)> = BTreeMap::new();
     let Ok(snapshot) = table.snapshot() else {
-        return Ok(out);
+        return out;
     };
     for f in snapshot.log_data().iter() {
         let pv = f.partition_values_map();
@@ -211,7 +211,7 @@ pub fn partition_stats(table: &DeltaTable) -> Result<BTreeMap<PartitionKey, (u64
         e.0 += 1;
         e.1 += f.num_records().unwrap_or(0) as u64;
     }
-    Ok(out)
+    out
 }
 
 /// Registers a table (current version, or `version`) in a DataFusion session under `name`.
@@ -402,6 +402,12 @@ impl Staged {
     /// Rows staged so far.
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Data files and rows per partition in the version the commit will replace partitions of
+    /// (the table as this run opened it; empty for a table not created yet).
+    pub fn partition_stats_before(&self) -> BTreeMap<PartitionKey, (u64, u64)> {
+        partition_stats(&self.table)
     }
 
     /// Table name.
@@ -598,17 +604,10 @@ mod tests {
         let keys = BTreeSet::from([("aws".into(), "0042".into(), "2026-10".into())]);
         let (table, hashes) = kept.commit(&keys, "run-1").await.unwrap();
         assert_eq!(table.version(), Some(1));
-        assert_eq!(
-            partition_stats(&table).unwrap()[&keys.first().unwrap().clone()].1,
-            5
-        );
+        assert_eq!(partition_stats(&table)[&keys.first().unwrap().clone()].1, 5);
         assert_eq!(hashes.len(), 1);
         let created = open_version(&kept_url, 0).await.unwrap();
-        assert_eq!(
-            partition_stats(&created).unwrap().len(),
-            0,
-            "version 0 is empty"
-        );
+        assert_eq!(partition_stats(&created).len(), 0, "version 0 is empty");
 
         let dropped_url = table_url(&root, "dropped").unwrap();
         assert_eq!(open(&dropped_url).await.unwrap().version(), None);
@@ -648,6 +647,6 @@ mod tests {
         assert!(err.contains("conflict"), "{err}");
         let table = open(&table_url(&root, "t").unwrap()).await.unwrap();
         assert_eq!(table.version(), Some(1));
-        assert_eq!(partition_stats(&table).unwrap()[keys.first().unwrap()].1, 5);
+        assert_eq!(partition_stats(&table)[keys.first().unwrap()].1, 5);
     }
 }

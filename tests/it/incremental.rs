@@ -92,6 +92,15 @@ async fn a_nightly_run_reads_only_what_changed_and_rebuilds_its_period_whole() {
     let m = run_job(dir.path(), &job).await.unwrap();
     assert_eq!(m.inputs.len(), 1, "{:?}", m.inputs);
     assert!(m.inputs[0].url.ends_with("cur-2023-12.csv"));
+    // The manifest says what the replacement removed as well as what it wrote: December only.
+    let cost = &m.tables["cost_and_usage"].partitions;
+    assert_eq!(cost.len(), 1, "{cost:?}");
+    let dec_before: u64 = before[1].split(" | ").nth(1).unwrap().parse().unwrap();
+    assert_eq!(
+        (cost[0].billing_period.as_str(), cost[0].replaced_rows),
+        ("2023-12", dec_before)
+    );
+    assert!(cost[0].rows < dec_before, "{cost:?}");
     assert_eq!(m.files_unchanged, 1);
     assert_eq!(delta_versions(&out), versions + 1);
     assert_eq!(files_of(&out, "2023-11"), nov, "November untouched");
