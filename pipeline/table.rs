@@ -578,6 +578,55 @@ mod tests {
         assert!(keeps(&open(&url).await.unwrap()));
     }
 
+    /// A stage table keeps the property through an overwrite that changes its schema (a stage
+    /// whose SQL gained a column): Delta copies the table's configuration into the new metadata.
+    /// Guards the stage tables' kept log against a deltalake upgrade that would not.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_kept_log_survives_an_overwrite_with_another_schema() {
+        use deltalake::table::config::TablePropertiesExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = table_url(&format!("file://{}", dir.path().display()), "stage").unwrap();
+        let keep = [(KEEP_WHOLE_LOG.0, Some(KEEP_WHOLE_LOG.1))];
+        let schema = partitioned_schema();
+        open(&url)
+            .await
+            .unwrap()
+            .write([rows(&schema, 3)])
+            .with_configuration(keep)
+            .await
+            .unwrap();
+        let wider = RecordBatch::try_from_iter([(
+            "other",
+            Arc::new(StringArray::from(vec!["x"])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let t = open(&url)
+            .await
+            .unwrap()
+            .write([wider])
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(t.version(), Some(1));
+        let reopened = open(&url).await.unwrap();
+        assert!(
+            reopened
+                .snapshot()
+                .unwrap()
+                .schema()
+                .field("other")
+                .is_some()
+        );
+        assert!(
+            !reopened
+                .snapshot()
+                .unwrap()
+                .table_config()
+                .enable_expired_log_cleanup()
+        );
+    }
+
     /// Staging into an output that has no table yet creates nothing: the table appears (as
     /// version 0, its rows as version 1) only when the run commits, after its lock is
     /// confirmed; a run that abandons its rows leaves no table behind.
