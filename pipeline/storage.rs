@@ -231,7 +231,7 @@ impl FileKind {
         let n = name.to_ascii_lowercase();
         let json = |n: &str| {
             (n.ends_with(".jsonl") || n.ends_with(".ndjson") || n.ends_with(".json"))
-                && !n.ends_with("manifest.json")
+                && !is_export_manifest(n)
         };
         if json(&n) {
             Some(FileKind::Json)
@@ -271,19 +271,22 @@ pub struct DiscoveredFile {
 /// Lists the export files at a URL: the object itself if it is one, else every readable file
 /// below it (recursively), sorted by path so runs are deterministic.
 pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
-    let to_file = |m: object_store::ObjectMeta| -> Option<DiscoveredFile> {
-        let kind = FileKind::of(m.location.filename()?)?;
-        Some(DiscoveredFile {
+    let kind_of = |m: &object_store::ObjectMeta| FileKind::of(m.location.filename()?);
+    let file_of = |m: object_store::ObjectMeta, kind: FileKind| -> DiscoveredFile {
+        DiscoveredFile {
             url: loc.url_of(&m.location),
             size: m.size,
             e_tag: m.e_tag.clone(),
             last_modified: m.last_modified.to_rfc3339(),
             path: m.location,
             kind,
-        })
+        }
     };
     if let Ok(meta) = loc.store.head(&loc.path).await {
-        return Ok(to_file(meta).into_iter().collect());
+        return Ok(kind_of(&meta)
+            .map(|kind| file_of(meta, kind))
+            .into_iter()
+            .collect());
     }
     let mut skipped: Vec<String> = Vec::new();
     let metas: Vec<object_store::ObjectMeta> = loc
@@ -304,11 +307,14 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
                 })
                 .unwrap_or(false)
         })
-        .filter_map(|m| {
-            if to_file(m.clone()).is_none() && !is_export_manifest(m.location.as_ref()) {
-                skipped.push(loc.url_of(&m.location));
+        .filter_map(|m| match kind_of(&m) {
+            Some(kind) => Some(file_of(m, kind)),
+            None => {
+                if !is_export_manifest(m.location.as_ref()) {
+                    skipped.push(loc.url_of(&m.location));
+                }
+                None
             }
-            to_file(m)
         })
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));

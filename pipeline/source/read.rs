@@ -220,32 +220,13 @@ async fn open_listed(loc: &Location, file: &DiscoveredFile) -> Result<ObjectByte
         .get(&file.path)
         .await
         .map_err(|e| loc.err("get", &file.path, e))?;
-    if let (Some(listed), Some(read)) = (&file.e_tag, &got.meta.e_tag)
-        && !same_e_tag(listed, read)
-    {
-        return Err(changed(
-            file,
-            format!("ETag {listed} when listed, {read} when read"),
-        ));
-    }
-    if got.meta.size != file.size {
-        return Err(changed(
-            file,
-            format!(
-                "{} bytes when listed, {} when read",
-                file.size, got.meta.size
-            ),
-        ));
-    }
+    is_listed_version(file, &got.meta, "when read")?;
     let whole = got.range.start == 0 && got.range.end == got.meta.size;
     Ok(match got.payload {
         object_store::GetResultPayload::File(f, _) if whole => {
             // The store checked the file's metadata as it opened it; this stamp is taken a
             // moment later and must agree, or the file was rewritten in between.
-            let stamp = Stamp::of(&f.metadata().map_err(|e| TallyError::Io {
-                path: file.url.clone(),
-                source: e,
-            })?);
+            let stamp = Stamp::now(&f, file)?;
             let modified = stamp.modified.map(chrono::DateTime::<chrono::Utc>::from);
             if stamp.len != got.meta.size || modified.is_some_and(|m| m != got.meta.last_modified) {
                 return Err(changed(file, "written to as it was opened".into()));
@@ -254,6 +235,30 @@ async fn open_listed(loc: &Location, file: &DiscoveredFile) -> Result<ObjectByte
         }
         _ => ObjectBytes::Stream(got.into_stream()),
     })
+}
+
+/// `Ok` if `meta` (from a GET or HEAD, `when`) is of the version the listing saw: the same ETag
+/// (see [`same_e_tag`]) and size; else [`TallyError::Changed`].
+fn is_listed_version(
+    file: &DiscoveredFile,
+    meta: &object_store::ObjectMeta,
+    when: &str,
+) -> Result<()> {
+    if let (Some(listed), Some(now)) = (&file.e_tag, &meta.e_tag)
+        && !same_e_tag(listed, now)
+    {
+        return Err(changed(
+            file,
+            format!("ETag {listed} when listed, {now} {when}"),
+        ));
+    }
+    if meta.size != file.size {
+        return Err(changed(
+            file,
+            format!("{} bytes when listed, {} {when}", file.size, meta.size),
+        ));
+    }
+    Ok(())
 }
 
 /// The object's decompressed bytes, buffered: an uncompressed object's blocks are read in place.
@@ -332,10 +337,7 @@ fn same_e_tag(a: &str, b: &str) -> bool {
 /// header is still this one): column names, a UTF-8 byte-order mark removed.
 pub async fn csv_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     read_head(loc, file, |mut d, loc, file| {
-        let bad = |message: String| TallyError::BadFile {
-            file: file.url.clone(),
-            message,
-        };
+        let bad = |message: String| bad_file(file, message);
         let names = match super::csv::read_header(&mut d) {
             Ok(names) => names.unwrap_or_default(),
             Err(super::csv::CsvError::Io(e)) => {
@@ -436,7 +438,6 @@ fn json_cell(v: &serde_json::Value) -> Option<String> {
 /// (BigQuery leaves NULL fields out of a line, so one line does not show them all).
 pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<String>> {
     read_head(loc, file, |d, loc, file| {
-        let url = file.url.clone();
         let mut names: Vec<String> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (n, line) in d.lines().enumerate() {
@@ -465,18 +466,15 @@ pub async fn json_header(loc: &Location, file: &DiscoveredFile) -> Result<Vec<St
                 // The last line of the first MiB may be cut short; any other is an error.
                 Err(_) if n > 0 => break,
                 Err(e) => {
-                    return Err(TallyError::BadFile {
-                        file: url,
-                        message: format!("line 1 is not a JSON object: {e}"),
-                    });
+                    return Err(bad_file(file, format!("line 1 is not a JSON object: {e}")));
                 }
             }
         }
         if names.is_empty() {
-            return Err(TallyError::BadFile {
-                file: url,
-                message: "empty file: no JSON object on its first lines".into(),
-            });
+            return Err(bad_file(
+                file,
+                "empty file: no JSON object on its first lines".into(),
+            ));
         }
         Ok(names)
     })
@@ -570,13 +568,7 @@ impl ReadCheck {
             ));
         }
         match &self.local {
-            Some((f, stamp)) => {
-                let now = f.metadata().map_err(|e| TallyError::Io {
-                    path: file.url.clone(),
-                    source: e,
-                })?;
-                stamp.unchanged(&Stamp::of(&now), file)
-            }
+            Some((f, stamp)) => stamp.unchanged(&Stamp::now(f, file)?, file),
             None => Ok(()),
         }
     }
@@ -777,9 +769,16 @@ impl Stamp {
             changed,
         }
     }
-}
 
-impl Stamp {
+    /// The stamp of the open file `f` (the export `file`) now.
+    fn now(f: &std::fs::File, file: &DiscoveredFile) -> Result<Stamp> {
+        let meta = f.metadata().map_err(|e| TallyError::Io {
+            path: file.url.clone(),
+            source: e,
+        })?;
+        Ok(Stamp::of(&meta))
+    }
+
     /// `Err` ([`TallyError::Changed`]) unless `now`, the file's stamp after it was read, is
     /// this one.
     fn unchanged(&self, now: &Stamp, file: &DiscoveredFile) -> Result<()> {
@@ -810,28 +809,27 @@ impl PendingDigest {
             PendingDigest::Known(d) => return Ok(d),
             PendingDigest::Local { file, size, stamp } => (file, size, stamp),
         };
-        let url = file.url.clone();
-        let hashed = tokio::task::spawn_blocking(move || {
-            let io = |e: std::io::Error| TallyError::Io {
-                path: url.clone(),
-                source: e,
-            };
+        let (url, hashing) = (file.url.clone(), handle.clone());
+        let sha256 = tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
             let mut block = vec![0u8; LOCAL_BLOCK];
             let mut at = 0u64;
             while at < size {
                 let n = (size - at).min(LOCAL_BLOCK as u64) as usize;
-                read_exact_at(&handle, &mut block[..n], at).map_err(io)?;
+                read_exact_at(&hashing, &mut block[..n], at).map_err(|e| TallyError::Io {
+                    path: url.clone(),
+                    source: e,
+                })?;
                 hasher.update(&block[..n]);
                 at += n as u64;
             }
-            let now = Stamp::of(&handle.metadata().map_err(io)?);
-            Ok::<_, TallyError>((hex::encode(hasher.finalize()), now))
+            Ok::<_, TallyError>(hex::encode(hasher.finalize()))
         })
         .await
         .map_err(|e| TallyError::Internal(e.to_string()))??;
-        let (sha256, now) = hashed;
-        stamp.unchanged(&now, file)?;
+        // After the hash: the bytes hashed are the bytes the rows came from only if the file was
+        // not written to meanwhile.
+        stamp.unchanged(&Stamp::now(&handle, file)?, file)?;
         Ok(FileDigest {
             sha256,
             bytes: size,
@@ -1023,23 +1021,7 @@ pub async fn parquet_columns(loc: &Location, file: &DiscoveredFile) -> Result<Ve
             // The footer is read at the listed size: a file restated (or removed) since it was
             // listed fails here too, and is told from a corrupt one by its metadata now.
             match loc.store.head(&file.path).await {
-                Ok(now) => {
-                    let e_tags = (file.e_tag.as_deref(), now.e_tag.as_deref());
-                    if now.size != file.size {
-                        return Err(changed(
-                            file,
-                            format!("{} bytes when listed, {} now", file.size, now.size),
-                        ));
-                    }
-                    if let (Some(listed), Some(now)) = e_tags
-                        && !same_e_tag(listed, now)
-                    {
-                        return Err(changed(
-                            file,
-                            format!("ETag {listed} when listed, {now} now"),
-                        ));
-                    }
-                }
+                Ok(now) => is_listed_version(file, &now, "now")?,
                 Err(object_store::Error::NotFound { .. }) => {
                     return Err(changed(file, "removed since it was listed".into()));
                 }
