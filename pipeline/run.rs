@@ -217,6 +217,8 @@ struct Candidate {
 /// What a run will read, decided before anything is read.
 struct Plan {
     candidates: Vec<Candidate>,
+    /// What the files' ingestion ids are built on, for this run.
+    ids: IdBasis,
     /// Indexes of the candidates to read first (new or changed; all of them in a full run).
     work: Vec<usize>,
     /// Partitions that must be rebuilt whatever is read: those of changed and vanished files.
@@ -269,6 +271,7 @@ fn file_changed(
     f: &storage::DiscoveredFile,
     job: &Job,
     source: &crate::job::Source,
+    ids: &IdBasis,
 ) -> bool {
     let bytes_changed = prior.size != f.size
         || match (&prior.e_tag, &f.e_tag) {
@@ -278,13 +281,14 @@ fn file_changed(
     let name = source.format.as_deref().unwrap_or(&prior.format);
     let code_changed = formats::by_name(name)
         .and_then(|f| f.with_params(&source.params))
-        .map(|format| ingestion_id(f, &format, &row_settings(job, source)) != prior.ingestion_id)
+        .map(|format| ids.id(job, source, f, &format) != prior.ingestion_id)
         .unwrap_or(true);
     bytes_changed || code_changed
 }
 
 /// Lists every source and decides what to read.
 async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Result<Plan> {
+    let ids = IdBasis::of(job);
     let mut candidates = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, source) in job.sources.iter().enumerate() {
@@ -321,6 +325,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     let prior_stages = last.as_ref().map(|p| p.stages.clone()).unwrap_or_default();
     let Some((prior_run, prior)) = last.and_then(|p| p.state.map(|s| (p.run_id, s))) else {
         return Ok(Plan {
+            ids,
             work: (0..candidates.len()).collect(),
             candidates,
             touched: BTreeSet::new(),
@@ -360,7 +365,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             None if recent => work.push(i),
             Some(p)
                 if recent
-                    && file_changed(p, &c.file, job, &job.sources[c.source])
+                    && file_changed(p, &c.file, job, &job.sources[c.source], &ids)
                     && in_scope(&p.partitions) =>
             {
                 work.push(i);
@@ -388,6 +393,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
         touched.extend(prior[url].partitions.iter().cloned());
     }
     Ok(Plan {
+        ids,
         candidates,
         work,
         touched,
@@ -437,7 +443,7 @@ async fn execute(
         let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
         sinks.focus_1_2 = Some((staged, projection));
     }
-    let mut ingest = Ingest::new(job, schema, &all_formats);
+    let mut ingest = Ingest::new(job, &plan.ids, schema, &all_formats);
     let mut touched = plan.touched.clone();
     let mut done: BTreeSet<usize> = BTreeSet::new();
     let mut work = plan.work.clone();
@@ -637,6 +643,8 @@ struct Started<'a> {
 /// Reads files into the staged tables and keeps the sums the reconciliation compares.
 struct Ingest<'a> {
     job: &'a Job,
+    /// What every file's ingestion id is built on (the plan's).
+    ids: &'a IdBasis,
     schema: &'a FocusSchema,
     all_formats: &'a [Format],
     source_totals: BTreeMap<TotalKey, i128>,
@@ -654,9 +662,15 @@ struct Ingest<'a> {
 }
 
 impl<'a> Ingest<'a> {
-    fn new(job: &'a Job, schema: &'a FocusSchema, all_formats: &'a [Format]) -> Self {
+    fn new(
+        job: &'a Job,
+        ids: &'a IdBasis,
+        schema: &'a FocusSchema,
+        all_formats: &'a [Format],
+    ) -> Self {
         Ingest {
             job,
+            ids,
             schema,
             all_formats,
             source_totals: BTreeMap::new(),
@@ -705,7 +719,7 @@ impl<'a> Ingest<'a> {
         self.measures
             .insert((format.provider.clone(), format.measure));
         let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
-        let ingestion_id = ingestion_id(file, &format, &row_settings(job, source));
+        let ingestion_id = self.ids.id(job, source, file, &format);
         self.formats.insert(
             file.url.clone(),
             (format.name.clone(), ingestion_id.clone()),
@@ -858,45 +872,67 @@ impl<'a> Ingest<'a> {
     }
 }
 
-/// What the job says about how a source's files become rows, besides their mapping: the cost
-/// identity rule's severity (quarantine or warn), and whether the FOCUS 1.2 table is written,
-/// with its projection's SQL. Part of the ingestion id, so changing either reads the files it
-/// affects again (a 1.2 table added later gets every partition, not only the next changed one).
-fn row_settings(job: &Job, source: &crate::job::Source) -> String {
-    let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
-    let projection = if job.wants_focus_1_2() {
-        resources::load("sql/projections/focus_1_2.sql").unwrap_or_default()
-    } else {
-        String::new()
-    };
-    format!("cost_identity={cost_identity:?}\0focus_1_2={projection}")
+/// What goes into every file's ingestion id besides the file and its mapping, read once per
+/// run (not once per file, as planning compares thousands): the FOCUS 1.2 projection's SQL when
+/// the job writes that table, and every schema file.
+struct IdBasis {
+    /// The projection's SQL, or empty when the job writes no 1.2 table.
+    focus_1_2: String,
+    /// Every schema file's path and text, in order, whether or not this run loads it: the id
+    /// must not depend on the order files and options make tally load them.
+    schemas: Vec<u8>,
 }
 
-/// The ingestion id written to `x_IngestionRunId`: SHA-256 over the stored object's identity
-/// (URL, size, ETag or last-modified), the format's SQL, the job's [`row_settings`], the schema
-/// files and tally's version. Known before the file is read, so rows stream straight to the
-/// table; the same object, settings and code give the same id, so reruns are identical. The
-/// file's full SHA-256 is in the manifest.
-fn ingestion_id(file: &storage::DiscoveredFile, format: &Format, settings: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [
-        env!("CARGO_PKG_VERSION"),
-        &file.url,
-        &file.size.to_string(),
-        file.e_tag.as_deref().unwrap_or(&file.last_modified),
-        &format.sql,
-        settings,
-    ] {
-        h.update(part.as_bytes());
-        h.update([0]);
+impl IdBasis {
+    fn of(job: &Job) -> IdBasis {
+        let focus_1_2 = if job.wants_focus_1_2() {
+            resources::load("sql/projections/focus_1_2.sql").unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut schemas = Vec::new();
+        for path in resources::list("schemas/") {
+            schemas.extend_from_slice(path.as_bytes());
+            schemas.extend_from_slice(resources::load(path).unwrap_or_default().as_bytes());
+        }
+        IdBasis { focus_1_2, schemas }
     }
-    // Every schema file, whether or not this run has loaded it yet: the id must not depend on
-    // the order files and options make tally load them.
-    for path in resources::list("schemas/") {
-        h.update(path.as_bytes());
-        h.update(resources::load(path).unwrap_or_default().as_bytes());
+
+    /// The ingestion id written to `x_IngestionRunId`: SHA-256 over the stored object's identity
+    /// (URL, size, ETag or last-modified), the format's SQL, what the job says about how the
+    /// source's files become rows (the cost identity rule's severity, and whether the FOCUS 1.2
+    /// table is written, with its projection's SQL: changing either reads the files again, so a
+    /// 1.2 table added later gets every partition), the schema files and tally's version. Known
+    /// before the file is read, so rows stream straight to the table; the same object, settings
+    /// and code give the same id, so reruns are identical. The file's full SHA-256 is in the
+    /// manifest.
+    fn id(
+        &self,
+        job: &Job,
+        source: &crate::job::Source,
+        file: &storage::DiscoveredFile,
+        format: &Format,
+    ) -> String {
+        let cost_identity = source.cost_identity.unwrap_or(job.checks.cost_identity);
+        let settings = format!(
+            "cost_identity={cost_identity:?}\0focus_1_2={}",
+            self.focus_1_2
+        );
+        let mut h = Sha256::new();
+        for part in [
+            env!("CARGO_PKG_VERSION"),
+            &file.url,
+            &file.size.to_string(),
+            file.e_tag.as_deref().unwrap_or(&file.last_modified),
+            &format.sql,
+            &settings,
+        ] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(&self.schemas);
+        hex::encode(h.finalize())[..32].to_string()
     }
-    hex::encode(h.finalize())[..32].to_string()
 }
 
 /// Reconciliation lines for every key seen on either side.
