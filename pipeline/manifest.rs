@@ -2,6 +2,12 @@
 //!
 //! One JSON document per run, written after the tables are committed (a failed run writes one
 //! too, with `status: "failed"` and no table versions). Amounts are decimal strings, exact.
+//!
+//! A run that commits writes its manifest twice: first as an intent (`status: "committing"`,
+//! with the state the tables are about to reflect and the partitions about to be replaced),
+//! just before its first commit, then whole at the end, over the intent. A run that stops in
+//! between (killed between two tables' commits, or unable to write its manifest) leaves the
+//! intent, and the next run rebuilds those partitions in every table.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +20,8 @@ pub struct Manifest {
     pub manifest_version: u32,
     /// Unique id of the run (UTC start time + random suffix).
     pub run_id: String,
-    /// `ok` or `failed`.
+    /// `ok` or `failed`; `committing` in the intent written before the first commit (a run
+    /// that stopped before it finished committing leaves it).
     pub status: String,
     /// Why the run failed, when it did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,6 +56,10 @@ pub struct Manifest {
     /// Every export file the output now reflects, with the identity it had when read and the
     /// partitions its rows went to: the state the next incremental run compares against.
     pub state: Vec<FileState>,
+    /// The partitions this run replaces in every table, recorded before its first commit. If
+    /// the run stops before every table is committed, the next run rebuilds all of them, so no
+    /// table is left with another's version of a partition.
+    pub replaces: Vec<(String, String, String)>,
     /// Whether every table this run staged was committed: then `state` is what the tables
     /// reflect even if the run failed afterwards (in a stage), and the next run compares with it.
     pub tables_committed: bool,
@@ -84,7 +95,7 @@ pub struct FileState {
 pub struct PriorRun {
     /// Run id.
     pub run_id: String,
-    /// `ok` or `failed`.
+    /// `ok`, `failed` or `committing`.
     pub status: String,
     /// The job.
     pub job: PriorJob,
@@ -94,6 +105,9 @@ pub struct PriorRun {
     /// Whether the run committed every table it staged (absent before tally recorded it).
     #[serde(default)]
     pub tables_committed: bool,
+    /// The partitions it set out to replace (absent before tally recorded them).
+    #[serde(default)]
+    pub replaces: Vec<(String, String, String)>,
     /// Its stage records.
     #[serde(default)]
     pub stages: Vec<crate::stages::StageRecord>,
@@ -241,6 +255,20 @@ pub struct Totals {
     pub ai_meters_unparsed: u64,
     /// Rows whose source amount could not be parsed (quarantined; not in the source total).
     pub unparseable_source_amounts: u64,
+}
+
+impl PriorRun {
+    /// Whether this run's tables are as it left them: it succeeded, or committed every table.
+    pub fn complete(&self) -> bool {
+        self.status == "ok" || self.tables_committed
+    }
+
+    /// The partitions a run that stopped while committing may have left replaced in some tables
+    /// and not in others (none for a complete run). Its `state` is what the tables reflect
+    /// once these partitions are rebuilt.
+    pub fn unfinished(&self) -> &[(String, String, String)] {
+        if self.complete() { &[] } else { &self.replaces }
+    }
 }
 
 impl Manifest {

@@ -111,6 +111,7 @@ async fn run_once(req: &RunRequest, wait: std::time::Duration) -> Result<Manifes
         mode: "full".into(),
         files_unchanged: 0,
         state: Vec::new(),
+        replaces: Vec::new(),
         tables_committed: false,
         stages: Vec::new(),
     };
@@ -132,21 +133,27 @@ async fn run_once(req: &RunRequest, wait: std::time::Duration) -> Result<Manifes
             m.error = Some(e.to_string());
         }
     }
+    let written = write_manifest(&out, &m).await;
+    lock.release().await;
+    let path = written?;
+    info!(manifest = %out.url_of(&path), status = %m.status, "manifest written");
+    result.map(|_| m)
+}
+
+/// Writes `m` as `<output>/_tally/manifests/<run id>.json` (over the run's intent, if it wrote
+/// one); returns its path.
+async fn write_manifest(out: &storage::Location, m: &Manifest) -> Result<object_store::path::Path> {
     let path = out
         .path
         .clone()
         .join("_tally")
         .join("manifests")
-        .join(format!("{run_id}.json").as_str());
-    let written = out
-        .store
+        .join(format!("{}.json", m.run_id).as_str());
+    out.store
         .put(&path, m.to_json().into_bytes().into())
         .await
-        .map_err(|e| out.err("put", &path, e));
-    lock.release().await;
-    written?;
-    info!(manifest = %out.url_of(&path), status = %m.status, "manifest written");
-    result.map(|_| m)
+        .map_err(|e| out.err("put", &path, e))?;
+    Ok(path)
 }
 
 /// The run's staged tables, fed row batch by row batch.
@@ -240,6 +247,12 @@ struct Plan {
 /// run left them, and comparing with an older run would miss what it committed (a file it read
 /// that is gone since would keep its rows). Its stage records are those it got to (none, when a
 /// stage failed), so every stage runs again.
+///
+/// Or a run that stopped while committing (killed between two tables' commits, a commit that
+/// failed, a manifest it could not write): its intent records the state the tables were about
+/// to reflect and the partitions it was replacing. Some tables may hold its rows and others
+/// not; with those partitions rebuilt (see [`manifest::PriorRun::unfinished`]) its state is
+/// what they reflect.
 async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manifest::PriorRun>> {
     use futures::TryStreamExt;
     let dir = out.path.clone().join("_tally").join("manifests");
@@ -257,7 +270,7 @@ async fn prior_state(out: &storage::Location, job: &str) -> Result<Option<manife
             warn!(manifest = %out.url_of(&meta.location), "unreadable manifest skipped");
             continue;
         };
-        if prior.job.name == job && (prior.status == "ok" || prior.tables_committed) {
+        if prior.job.name == job && (prior.complete() || !prior.unfinished().is_empty()) {
             return Ok(Some(prior));
         }
     }
@@ -323,6 +336,17 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     }
     let last = prior_state(out, &job.job.name).await?;
     let prior_stages = last.as_ref().map(|p| p.stages.clone()).unwrap_or_default();
+    // A run that stopped while committing: every partition it was replacing is rebuilt, in
+    // every table, whatever else this run reads (`--period` does not narrow this).
+    let mut touched: BTreeSet<PartitionKey> = BTreeSet::new();
+    if let Some(p) = last.as_ref().filter(|p| !p.unfinished().is_empty()) {
+        warn!(
+            run_id = %p.run_id,
+            partitions = p.unfinished().len(),
+            "the last run stopped while committing: the partitions it was replacing are rebuilt in every table"
+        );
+        touched.extend(p.unfinished().iter().cloned());
+    }
     let Some((prior_run, prior)) = last.and_then(|p| p.state.map(|s| (p.run_id, s))) else {
         return Ok(Plan {
             ids,
@@ -341,7 +365,6 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
         options.periods.is_empty() || parts.iter().any(|p| options.periods.contains(&p.2))
     };
     let mut work = Vec::new();
-    let mut touched = BTreeSet::new();
     if options.full {
         // Every file is read again, and every partition the last run recorded is replaced: one
         // that no file feeds any more (its files deleted, or restated into other periods) is
@@ -421,7 +444,7 @@ async fn execute(
         "incremental"
     }
     .into();
-    if plan.work.is_empty() && plan.vanished.is_empty() {
+    if plan.work.is_empty() && plan.vanished.is_empty() && plan.touched.is_empty() {
         m.files_unchanged = plan.candidates.len() as u64;
         m.state = plan.prior.into_values().collect();
         info!(
@@ -559,6 +582,16 @@ async fn execute(
         if ready.is_ok() {
             ready = s.create_if_missing().await;
         }
+    }
+    // The intent: before anything is published, the manifest records the state the tables are
+    // about to reflect and the partitions about to be replaced. A run that stops before its
+    // last commit leaves it, and the next run rebuilds those partitions in every table.
+    m.status = "committing".into();
+    m.replaces = partitions.iter().cloned().collect();
+    if let Ok(()) = ready
+        && !m.replaces.is_empty()
+    {
+        ready = write_manifest(&out, m).await.map(|_| ());
     }
     if let Err(e) = ready {
         abandon_all(staged).await;

@@ -281,6 +281,91 @@ fn a_run_killed_anywhere_leaves_the_tables_as_they_were_and_the_next_run_converg
     assert_ne!(converged, before);
 }
 
+/// A run killed between two tables' commits leaves its intent: the state the tables were about
+/// to reflect and the partitions it was replacing. The next run finishes the job from it, even
+/// when the file that run read for the first time is gone: its rows, already in
+/// `cost_and_usage`, go with it (comparing with the last successful run, the file was never
+/// known and its rows stayed for ever, through `--full` too).
+#[test]
+fn a_run_killed_between_its_commits_is_finished_by_the_next_from_its_intent() {
+    let (dir, out, exports) = two_months_output();
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, one_source_job(&exports, &out, Some("aws_cur"))).unwrap();
+    let run = |job: &Path| {
+        let o = tally_cmd()
+            .args(["run", job.to_str().unwrap()])
+            .env("TALLY_LOCK_STALE_SECS", "0")
+            .output()
+            .unwrap();
+        assert_exit_0(&o);
+    };
+    run(&job);
+    let quarantined = "SELECT x_BillingPeriod, count(*) n FROM quarantine GROUP BY 1 ORDER BY 1";
+    let before = (table_state(&out), query_csv(&out, quarantined));
+    // January arrives; the run reading it is killed once cost_and_usage has it.
+    let dec = std::fs::read_to_string(exports.join("cur-2023-12.csv")).unwrap();
+    let jan = exports.join("cur-2024-01.csv");
+    std::fs::write(
+        &jan,
+        dec.replace("2023-12-", "2024-01-").replace(
+            "2024-01-01T00:00:00.000Z,2024-01-01T00:00:00.000Z",
+            "2024-01-01T00:00:00.000Z,2024-02-01T00:00:00.000Z",
+        ),
+    )
+    .unwrap();
+    run_killed_at(&job, "between-commits");
+    assert!(
+        table_state(&out).contains("2024-01"),
+        "cost_and_usage committed"
+    );
+    let intent: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap();
+    assert_eq!(intent["status"], "committing", "{intent:#}");
+    assert_eq!(intent["tables_committed"], false);
+    let replaces: Vec<&str> = intent["replaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[2].as_str().unwrap())
+        .collect();
+    assert_eq!(replaces, ["2024-01"], "{intent:#}");
+    assert!(
+        intent["state"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["url"].as_str().unwrap().ends_with("cur-2024-01.csv")),
+        "{intent:#}"
+    );
+
+    // January was a mistake and goes before the next run, which removes its rows.
+    std::fs::remove_file(&jan).unwrap();
+    run(&job);
+    assert_eq!((table_state(&out), query_csv(&out, quarantined)), before);
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap();
+    assert_eq!(last["status"], "ok");
+    assert_eq!(
+        last["tables"]["cost_and_usage"]["partitions"][0]["billing_period"],
+        "2024-01"
+    );
+    assert_eq!(last["tables"]["cost_and_usage"]["partitions"][0]["rows"], 0);
+
+    // A run killed between its commits whose files are all still there is finished the same
+    // way: the tables end as a clean run from scratch leaves them.
+    std::fs::write(&jan, dec.replace("2023-12-", "2024-01-")).unwrap();
+    run_killed_at(&job, "between-commits");
+    run(&job);
+    let fresh = dir.path().join("fresh");
+    let job2 = dir.path().join("job2.toml");
+    std::fs::write(&job2, one_source_job(&exports, &fresh, Some("aws_cur"))).unwrap();
+    run(&job2);
+    assert_eq!(
+        (table_state(&out), query_csv(&out, quarantined)),
+        (table_state(&fresh), query_csv(&fresh, quarantined))
+    );
+}
+
 #[test]
 fn a_second_run_of_an_output_waits_or_exits_6_and_a_dead_runs_lock_goes_stale() {
     let dir = tempfile::tempdir().unwrap();
