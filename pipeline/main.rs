@@ -237,7 +237,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
             let m = run::run(req).await?;
             if m.inputs.is_empty() && m.files_unchanged > 0 {
                 println!(
-                    "run {} ok: nothing new — {} files unchanged since the last successful run; no table changed",
+                    "run {} ok: nothing new — {} files unchanged since they were read; no table changed",
                     m.run_id, m.files_unchanged
                 );
                 print_stages(&m);

@@ -1,7 +1,8 @@
 //! The run manifest: what an auditor reproduces a run from.
 //!
 //! One JSON document per run, written after the tables are committed (a failed run writes one
-//! too, with `status: "failed"` and no table versions). Amounts are decimal strings, exact.
+//! too, with `status: "failed"` and the versions of the tables it committed, if any). Amounts
+//! are decimal strings, exact.
 //!
 //! A run that commits writes its manifest twice: first as an intent (`status: "committing"`,
 //! with the state the tables are about to reflect and the partitions about to be replaced),

@@ -33,7 +33,8 @@ pub struct RunRequest {
 }
 
 /// How much a run reads. By default a run is incremental: it reads the export files that are
-/// new or changed (size, ETag or last-modified) since the last successful run of the job, plus
+/// new or changed (size, ETag or last-modified) since the run the tables reflect (see
+/// `prior_state`), plus
 /// every file that shares a billing-period partition with them, and leaves the rest alone.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -47,14 +48,17 @@ pub struct RunOptions {
     pub wait_lock: std::time::Duration,
 }
 
-/// A new run id: UTC start time plus a random suffix.
+/// A new run id: UTC start time to the microsecond plus a random suffix
+/// (`20261129T182453.123456Z-d4efe2a1`). Ids sort as the runs started: the next run finds the
+/// newest manifest by name, and two runs a second apart (a killed run and its rerun) must not
+/// sort by their suffixes.
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
     let mut h = Sha256::new();
     h.update(now.timestamp_nanos_opt().unwrap_or_default().to_le_bytes());
     h.update(std::process::id().to_le_bytes());
     format!(
         "{}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
+        now.format("%Y%m%dT%H%M%S%.6fZ"),
         &hex::encode(h.finalize())[..8]
     )
 }
@@ -163,6 +167,103 @@ struct Sinks {
     quarantine: Staged,
 }
 
+impl Sinks {
+    /// Starts staging every table the job writes.
+    async fn open(root: &str, schema: &FocusSchema, job: &Job) -> Result<Sinks> {
+        let mut sinks = Sinks {
+            cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
+            focus_1_2: None,
+            quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?,
+        };
+        if job.wants_focus_1_2() {
+            let projection = Projection::new(schema).await?;
+            let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
+            sinks.focus_1_2 = Some((staged, projection));
+        }
+        Ok(sinks)
+    }
+
+    /// The staged tables, in the order they are committed.
+    fn into_staged(self) -> Vec<Staged> {
+        let mut staged = vec![self.cost];
+        if let Some((s, _)) = self.focus_1_2 {
+            staged.push(s);
+        }
+        staged.push(self.quarantine);
+        staged
+    }
+}
+
+/// The candidates a run must read, given that it reads `seed`, so that every partition in
+/// `touched` is rebuilt whole: every file the tables reflect with rows in a touched partition,
+/// and, as such a file's rows are rewritten in all its partitions, every file sharing one of
+/// those, until nothing new comes up (`touched` grows with them). An unchanged file writes the
+/// partitions it wrote before: its bytes and the code reading them are the same.
+fn closure(
+    plan: &Plan,
+    seed: &BTreeSet<usize>,
+    touched: &mut BTreeSet<PartitionKey>,
+) -> BTreeSet<usize> {
+    let mut files = seed.clone();
+    loop {
+        let more: Vec<(usize, &manifest::FileState)> = (0..plan.candidates.len())
+            .filter(|i| !files.contains(i))
+            .filter_map(|i| Some((i, plan.prior.get(&plan.candidates[i].file.url)?)))
+            .filter(|(_, p)| p.partitions.iter().any(|k| touched.contains(k)))
+            .collect();
+        if more.is_empty() {
+            return files;
+        }
+        for (i, p) in more {
+            files.insert(i);
+            touched.extend(p.partitions.iter().cloned());
+        }
+    }
+}
+
+/// Reads `files` (candidate indexes) in order into the sinks. The next file's reader starts
+/// while one is mapped and written (an error starting it is reported when its turn comes,
+/// after the files before it).
+async fn read_files<'a>(
+    plan: &'a Plan,
+    files: &BTreeSet<usize>,
+    ingest: &mut Ingest<'a>,
+    sinks: &mut Sinks,
+    m: &mut Manifest,
+) -> Result<()> {
+    let job = ingest.job;
+    let order: Vec<usize> = files.iter().copied().collect();
+    let bar = progress::files_bar(order.len() as u64, "files");
+    let mut next: Option<Result<Started>> = None;
+    for (k, &i) in order.iter().enumerate() {
+        let c = &plan.candidates[i];
+        let current = match next.take() {
+            Some(started) => started?,
+            None => {
+                ingest
+                    .start(&job.sources[c.source], &c.loc, &c.file)
+                    .await?
+            }
+        };
+        if let Some(&j) = order.get(k + 1) {
+            let n = &plan.candidates[j];
+            next = Some(ingest.start(&job.sources[n.source], &n.loc, &n.file).await);
+        }
+        ingest.finish_file(current, sinks, m).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Forgets what reading added to the manifest, before the run reads again.
+fn forget_reads(m: &mut Manifest) {
+    m.inputs.clear();
+    m.quarantined_by_rule.clear();
+    m.warnings_by_rule.clear();
+    m.totals = manifest::Totals::default();
+}
+
 impl RowSink for Sinks {
     async fn accept(&mut self, batch: RecordBatch) -> Result<()> {
         if let Some((staged, projection)) = &mut self.focus_1_2 {
@@ -230,7 +331,7 @@ struct Plan {
     work: Vec<usize>,
     /// Partitions that must be rebuilt whatever is read: those of changed and vanished files.
     touched: BTreeSet<PartitionKey>,
-    /// The state of the last successful run of this job (empty for a full run).
+    /// The state of the run the tables reflect (see [`prior_state`]; empty for a first run).
     prior: BTreeMap<String, manifest::FileState>,
     /// Files in that state that are no longer there.
     vanished: Vec<String>,
@@ -238,7 +339,7 @@ struct Plan {
     /// the `--period`s it rebuilds): kept in the new state, so a later run still removes their
     /// rows.
     carried: Vec<manifest::FileState>,
-    /// The stage records of the last successful run.
+    /// The stage records of that run.
     prior_stages: Vec<crate::stages::StageRecord>,
 }
 
@@ -352,7 +453,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             ids,
             work: (0..candidates.len()).collect(),
             candidates,
-            touched: BTreeSet::new(),
+            touched,
             prior: BTreeMap::new(),
             vanished: Vec::new(),
             carried: Vec::new(),
@@ -378,7 +479,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
                 .flat_map(|p| p.partitions.iter().cloned()),
         );
     } else {
-        info!(since_run = %prior_run, files = prior.len(), "incremental: comparing with the last successful run");
+        info!(since_run = %prior_run, files = prior.len(), "incremental: comparing with the run the tables reflect");
     }
     for (i, c) in candidates.iter().enumerate().filter(|_| !options.full) {
         let recent = options
@@ -449,89 +550,54 @@ async fn execute(
         m.state = plan.prior.into_values().collect();
         info!(
             files = m.files_unchanged,
-            "nothing new since the last successful run: no table changed"
+            "nothing new since the run the tables reflect: no table changed"
         );
         lock.confirm().await?;
         m.stages = crate::stages::run_all(root, &job.inputs, &plan.prior_stages).await?;
         return Ok(());
     }
     let all_formats = formats::all()?;
-    let mut sinks = Sinks {
-        cost: Staged::open(root, names::COST_AND_USAGE, &schema.arrow()).await?,
-        focus_1_2: None,
-        quarantine: Staged::open(root, names::QUARANTINE, &quarantine::schema()).await?,
-    };
-    if job.wants_focus_1_2() {
-        let projection = Projection::new(schema).await?;
-        let staged = Staged::open(root, names::COST_AND_USAGE_1_2, &projection.schema).await?;
-        sinks.focus_1_2 = Some((staged, projection));
-    }
-    let mut ingest = Ingest::new(job, &plan.ids, schema, &all_formats);
+    // Exports are full snapshots of their billing periods: a partition that is rebuilt is
+    // rebuilt from every file that feeds it. The files are read in path order, as a full run
+    // reads them, so a partition's rows come out in the same order (and with the same content
+    // hash) whatever history led to the run. A new or changed file's partitions are known only
+    // once it is read; if they turn out to be fed by files not read, the run starts its reading
+    // again with those files, in path order.
     let mut touched = plan.touched.clone();
-    let mut done: BTreeSet<usize> = BTreeSet::new();
-    let mut work = plan.work.clone();
-    let result: Result<()> = async {
-        // Exports are full snapshots of their billing periods: a partition that is rebuilt is
-        // rebuilt from every file that feeds it, so unchanged files that share a partition with
-        // a changed one are read again, until no new partition comes up.
-        loop {
-            let sharing: Vec<usize> = (0..plan.candidates.len())
-                .filter(|i| {
-                    !done.contains(i)
-                        && !work.contains(i)
-                        && plan
-                            .prior
-                            .get(&plan.candidates[*i].file.url)
-                            .is_some_and(|p| p.partitions.iter().any(|k| touched.contains(k)))
-                })
-                .collect();
-            if !sharing.is_empty() && !done.is_empty() {
-                info!(
-                    files = sharing.len(),
-                    "reading unchanged files that share a rebuilt partition"
-                );
-            }
-            work.extend(sharing);
-            if work.is_empty() {
-                break;
-            }
-            let bar = progress::files_bar(work.len() as u64, "files");
-            // The next file's reader starts while this one is mapped and written (an error
-            // starting it is reported when its turn comes, after the files before it).
-            let mut next: Option<Result<Started>> = None;
-            for (k, &i) in work.iter().enumerate() {
-                let c = &plan.candidates[i];
-                let current = match next.take() {
-                    Some(started) => started?,
-                    None => {
-                        ingest
-                            .start(&job.sources[c.source], &c.loc, &c.file)
-                            .await?
-                    }
-                };
-                if let Some(&j) = work.get(k + 1) {
-                    let n = &plan.candidates[j];
-                    next = Some(ingest.start(&job.sources[n.source], &n.loc, &n.file).await);
-                }
-                ingest.finish_file(current, &mut sinks, m).await?;
-                done.insert(i);
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            touched.extend(ingest.partitions.iter().cloned());
-            work.clear();
+    let mut seed: BTreeSet<usize> = plan.work.iter().copied().collect();
+    let (sinks, ingest, done) = loop {
+        let files = closure(&plan, &seed, &mut touched);
+        let sharing = files.len() - seed.len();
+        if sharing > 0 && !plan.prior.is_empty() {
+            info!(
+                files = sharing,
+                "reading unchanged files that share a rebuilt partition"
+            );
         }
-        Ok(())
-    }
-    .await;
-    let result = result.and_then(|_| ingest.finish(m));
-    let mut staged = vec![sinks.cost];
-    if let Some((s, _)) = sinks.focus_1_2 {
-        staged.push(s);
-    }
-    staged.push(sinks.quarantine);
-    if let Err(e) = result {
-        // Nothing was committed: remove the files staged so far, and report the run's own error.
+        let mut sinks = Sinks::open(root, schema, job).await?;
+        let mut ingest = Ingest::new(job, &plan.ids, schema, &all_formats);
+        let read = read_files(&plan, &files, &mut ingest, &mut sinks, m).await;
+        if let Err(e) = read {
+            // Nothing was committed: remove the files staged so far, and report the run's own
+            // error.
+            abandon_all(sinks.into_staged()).await;
+            return Err(e);
+        }
+        touched.extend(ingest.partitions.iter().cloned());
+        let all = closure(&plan, &files, &mut touched);
+        if all.len() == files.len() {
+            break (sinks, ingest, files);
+        }
+        info!(
+            files = all.len() - files.len(),
+            "new or changed files wrote to partitions that unchanged files feed: reading again, in path order"
+        );
+        abandon_all(sinks.into_staged()).await;
+        forget_reads(m);
+        seed = all;
+    };
+    let mut staged = sinks.into_staged();
+    if let Err(e) = ingest.finish(m) {
         abandon_all(staged).await;
         return Err(e);
     }
@@ -586,14 +652,15 @@ async fn execute(
     // The intent: before anything is published, the manifest records the state the tables are
     // about to reflect and the partitions about to be replaced. A run that stops before its
     // last commit leaves it, and the next run rebuilds those partitions in every table.
-    m.status = "committing".into();
-    m.replaces = partitions.iter().cloned().collect();
-    if let Ok(()) = ready
-        && !m.replaces.is_empty()
-    {
+    if ready.is_ok() && !partitions.is_empty() {
+        m.status = "committing".into();
+        m.replaces = partitions.iter().cloned().collect();
         ready = write_manifest(&out, m).await.map(|_| ());
     }
     if let Err(e) = ready {
+        // Nothing was committed: the run's manifest does not ask for a rebuild (it overwrites
+        // the intent, if that was written).
+        m.replaces.clear();
         abandon_all(staged).await;
         return Err(e);
     }
@@ -1014,4 +1081,25 @@ pub fn reconcile(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run ids sort as their runs started, within one second too (the next run takes the
+    /// newest manifest by name; the random suffix must not decide).
+    #[test]
+    fn run_ids_sort_by_start_to_the_microsecond() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-29T18:24:53.999998Z")
+            .unwrap()
+            .to_utc();
+        let ids: Vec<String> = [0, 1, 2, 1_000_000]
+            .into_iter()
+            .map(|us| new_run_id(t + chrono::Duration::microseconds(us)))
+            .collect();
+        assert!(ids[0].starts_with("20261129T182453.999998Z-"), "{ids:?}");
+        assert!(ids[2].starts_with("20261129T182454.000000Z-"), "{ids:?}");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    }
 }
