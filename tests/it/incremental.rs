@@ -686,6 +686,48 @@ async fn a_file_gone_outside_a_period_run_is_still_removed_by_the_next_run() {
     assert_eq!(count_q(&out, "2023-11").await, 0);
 }
 
+/// A changed file that a run reads only because it shares a rebuilt partition (here one that
+/// `--since` leaves out as changed too early) has its old partitions rebuilt as well: rows it no
+/// longer has go. (Only the partitions it wrote now were rebuilt, so its old December stayed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_file_read_for_a_shared_partition_takes_its_old_rows_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let exports = dir.path().join("exports");
+    std::fs::create_dir_all(&exports).unwrap();
+    let nov = std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    let dec = december(&nov);
+    let both = format!("{nov}{}", dec.split_once('\n').unwrap().1);
+    let (f, g) = (exports.join("a-both.csv"), exports.join("b-nov.csv"));
+    std::fs::write(&f, &both).unwrap();
+    std::fs::write(&g, &nov).unwrap();
+    let job = one_source_job(&exports, &out, Some("aws_cur"));
+    run_job(dir.path(), &job).await.unwrap();
+    let periods = &periods_in("cost_and_usage");
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11", "2023-12"]);
+
+    // F is restated to November alone, two hours ago; G changes now.
+    std::fs::write(&f, &nov).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let mut g_lines: Vec<&str> = nov.lines().collect();
+    g_lines.truncate(g_lines.len() - 5);
+    std::fs::write(&g, g_lines.join("\n") + "\n").unwrap();
+    let options = tally::run::RunOptions {
+        since: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+        ..Default::default()
+    };
+    let m = run_job_with(dir.path(), &job, options).await.unwrap();
+    assert_eq!(m.inputs.len(), 2, "F is read for November");
+    assert_eq!(lines(&query(&out, periods).await), ["2023-11"]);
+    assert_eq!(count_q(&out, "2023-12").await, 0);
+}
+
 /// A run that commits its tables and then fails (here in a stage, on a bad input file) leaves
 /// the tables as it committed them; the next run compares with that run's state, so a file it
 /// read that is gone since takes its rows with it.
