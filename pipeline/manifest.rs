@@ -39,6 +39,8 @@ pub struct Manifest {
     pub resources: BTreeMap<String, String>,
     /// Every input file.
     pub inputs: Vec<Input>,
+    /// Objects under the sources that the run did not read, and why.
+    pub skipped: Vec<Skipped>,
     /// Every table written.
     pub tables: BTreeMap<String, TableInfo>,
     /// Quarantined rows by rule id.
@@ -179,6 +181,18 @@ pub struct Input {
     pub ignored_columns: Vec<String>,
     /// Generative AI usage rows whose meter string no rule parsed (written with null x_Ai* columns).
     pub ai_meters_unparsed: u64,
+}
+
+/// An object under a source that a run did not read.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Skipped {
+    /// Source name from the job.
+    pub source: String,
+    /// URL.
+    pub url: String,
+    /// `not_an_export` (not a format tally reads: `.zip`, `.txt`, ...) or `superseded` (an
+    /// older delivery of a billing period whose newer delivery is read).
+    pub reason: String,
 }
 
 /// One table written by the run.

@@ -107,6 +107,7 @@ async fn run_once(req: &RunRequest, wait: std::time::Duration) -> Result<Manifes
         },
         resources: BTreeMap::new(),
         inputs: Vec::new(),
+        skipped: Vec::new(),
         tables: BTreeMap::new(),
         quarantined_by_rule: BTreeMap::new(),
         warnings_by_rule: BTreeMap::new(),
@@ -325,9 +326,12 @@ struct Candidate {
 /// What a run will read, decided before anything is read.
 struct Plan {
     candidates: Vec<Candidate>,
+    /// Objects under the sources that are not read, and why (for the manifest).
+    skipped: Vec<manifest::Skipped>,
     /// What the files' ingestion ids are built on, for this run.
     ids: IdBasis,
-    /// Indexes of the candidates to read first (new or changed; all of them in a full run).
+    /// Indexes of the candidates that are new or changed (all of them in a full run); the run
+    /// reads them and every file sharing a partition with them (see [`closure`]).
     work: Vec<usize>,
     /// Partitions that must be rebuilt whatever is read: those of changed and vanished files.
     touched: BTreeSet<PartitionKey>,
@@ -404,13 +408,22 @@ fn file_changed(
 async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Result<Plan> {
     let ids = IdBasis::of(job);
     let mut candidates = Vec::new();
+    let mut skipped = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, source) in job.sources.iter().enumerate() {
         let loc = storage::open(&source.url)?;
-        let (files, superseded) = storage::latest_deliveries(storage::discover(&loc).await?);
+        let (found, not_exports) = storage::discover_all(&loc).await?;
+        let (files, superseded) = storage::latest_deliveries(found);
         for f in &superseded {
             info!(file = %f.url, "skipped: a later delivery of the same billing period supersedes it");
         }
+        let skip = |url: String, reason: &str| manifest::Skipped {
+            source: source.name.clone(),
+            url,
+            reason: reason.into(),
+        };
+        skipped.extend(not_exports.into_iter().map(|u| skip(u, "not_an_export")));
+        skipped.extend(superseded.into_iter().map(|f| skip(f.url, "superseded")));
         if files.is_empty() {
             return Err(TallyError::BadFile {
                 file: source.url.clone(),
@@ -453,6 +466,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             ids,
             work: (0..candidates.len()).collect(),
             candidates,
+            skipped,
             touched,
             prior: BTreeMap::new(),
             vanished: Vec::new(),
@@ -519,6 +533,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     Ok(Plan {
         ids,
         candidates,
+        skipped,
         work,
         touched,
         prior,
@@ -539,6 +554,7 @@ async fn execute(
     let root = &job.output.url;
     let out = storage::open(root)?;
     let plan = plan(job, &req.options, &out).await?;
+    m.skipped = plan.skipped.clone();
     m.mode = if plan.prior.is_empty() || req.options.full {
         "full"
     } else {

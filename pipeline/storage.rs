@@ -271,6 +271,13 @@ pub struct DiscoveredFile {
 /// Lists the export files at a URL: the object itself if it is one, else every readable file
 /// below it (recursively), sorted by path so runs are deterministic.
 pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
+    Ok(discover_all(loc).await?.0)
+}
+
+/// [`discover`], and the URLs of the objects below the URL that are not exports tally reads
+/// (sorted; hidden and `_` folders and the exports' own manifests are not among them). They
+/// are logged in a warning, and a run lists them in its manifest.
+pub async fn discover_all(loc: &Location) -> Result<(Vec<DiscoveredFile>, Vec<String>)> {
     let kind_of = |m: &object_store::ObjectMeta| FileKind::of(m.location.filename()?);
     let file_of = |m: object_store::ObjectMeta, kind: FileKind| -> DiscoveredFile {
         DiscoveredFile {
@@ -283,10 +290,11 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
         }
     };
     if let Ok(meta) = loc.store.head(&loc.path).await {
-        return Ok(kind_of(&meta)
-            .map(|kind| file_of(meta, kind))
-            .into_iter()
-            .collect());
+        let url = loc.url_of(&meta.location);
+        return Ok(match kind_of(&meta) {
+            Some(kind) => (vec![file_of(meta, kind)], Vec::new()),
+            None => (Vec::new(), vec![url]),
+        });
     }
     let mut skipped: Vec<String> = Vec::new();
     let metas: Vec<object_store::ObjectMeta> = loc
@@ -331,7 +339,7 @@ pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
             if zip { "; a ZIP-compressed CUR is not read: choose GZIP or Parquet in the report's settings" } else { "" }
         );
     }
-    Ok(files)
+    Ok((files, skipped))
 }
 
 /// Whether an object is an export's own manifest (AWS's `…-Manifest.json`, Azure's

@@ -525,6 +525,19 @@ fn objects_that_are_not_exports_are_named_when_skipped() {
         "{err}"
     );
     assert!(!err.contains("report-Manifest.json"), "{err}");
+    // The manifest lists it too, for an auditor who asks what was under the source.
+    let out = dir.path().join("out");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap();
+    let skipped = m["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/cur-00001.csv.zip")
+    );
+    assert_eq!(skipped[0]["reason"], "not_an_export");
 }
 
 /// `--full` reads every file and rebuilds every recorded partition; `--since` and `--period`

@@ -636,6 +636,14 @@ async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_deliv
     let m = run_job(dir.path(), &job).await.unwrap();
     assert_eq!(m.inputs.len(), 1);
     assert!(m.inputs[0].url.contains("9f8e-second"));
+    let skipped: Vec<(&str, &str)> = m
+        .skipped
+        .iter()
+        .map(|s| (s.url.as_str(), s.reason.as_str()))
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].0.ends_with("0a1b-first/finops-00001.csv"));
+    assert_eq!(skipped[0].1, "superseded");
     let rows = lines(
         &query(
             &out,
