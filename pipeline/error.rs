@@ -60,6 +60,17 @@ pub enum TallyError {
     #[error("{file} changed while the run read it ({what}); run again")]
     Changed { file: String, what: String },
 
+    /// An export's own manifest lists report files that are not there: a delivery still being
+    /// written, or parts of it removed. Nothing of it is read; the next run looks again.
+    #[error(
+        "{manifest} lists {count} report file(s) that are not there ({missing} first): the delivery is still being written (run again later) or some of its files were removed"
+    )]
+    Incomplete {
+        manifest: String,
+        missing: String,
+        count: usize,
+    },
+
     /// The Delta table could not be read or committed.
     #[error("table {table}: {message}")]
     Table { table: String, message: String },
@@ -111,7 +122,8 @@ impl TallyError {
             TallyError::Storage { .. }
             | TallyError::Io { .. }
             | TallyError::Table { .. }
-            | TallyError::Changed { .. } => exit::INFRASTRUCTURE,
+            | TallyError::Changed { .. }
+            | TallyError::Incomplete { .. } => exit::INFRASTRUCTURE,
             TallyError::Integrity(_) => exit::INTEGRITY,
             TallyError::Busy { .. } | TallyError::LockLost { .. } => exit::BUSY,
             TallyError::Sql { .. } | TallyError::Internal(_) => exit::INTERNAL,

@@ -412,18 +412,34 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (i, source) in job.sources.iter().enumerate() {
         let loc = storage::open(&source.url)?;
-        let (found, not_exports) = storage::discover_all(&loc).await?;
-        let (files, superseded) = storage::latest_deliveries(found);
-        for f in &superseded {
-            info!(file = %f.url, "skipped: a later delivery of the same billing period supersedes it");
-        }
+        let found = storage::discover_all(&loc).await?;
+        let current =
+            storage::current_deliveries(&loc, &found.export_manifests, &found.files).await?;
+        let (files, not_current) = storage::latest_deliveries(found.files, &current);
         let skip = |url: String, reason: &str| manifest::Skipped {
             source: source.name.clone(),
             url,
             reason: reason.into(),
         };
-        skipped.extend(not_exports.into_iter().map(|u| skip(u, "not_an_export")));
-        skipped.extend(superseded.into_iter().map(|f| skip(f.url, "superseded")));
+        skipped.extend(
+            found
+                .not_exports
+                .into_iter()
+                .map(|u| skip(u, "not_an_export")),
+        );
+        for (f, why) in not_current {
+            let reason = match why {
+                storage::NotCurrent::Superseded => {
+                    info!(file = %f.url, "skipped: a later delivery of the same billing period supersedes it");
+                    "superseded"
+                }
+                storage::NotCurrent::InProgress => {
+                    warn!(file = %f.url, "skipped: a delivery newer than the one its billing period's manifest names, still being written");
+                    "in_progress"
+                }
+            };
+            skipped.push(skip(f.url, reason));
+        }
         if files.is_empty() {
             return Err(TallyError::BadFile {
                 file: source.url.clone(),

@@ -163,49 +163,145 @@ fn url_path(u: &Url) -> Result<Path> {
     Path::from_url_path(u.path()).map_err(|e| TallyError::Usage(format!("{u}: {e}")))
 }
 
+/// Whether a folder name is a CUR billing period range (`YYYYMMDD-YYYYMMDD`).
+fn is_period_range(name: &str) -> bool {
+    name.len() == 17
+        && name.as_bytes()[8] == b'-'
+        && name
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 8 || b.is_ascii_digit())
+}
+
+/// (period folder, assembly folder) of a file in the CUR delivery layout
+/// (`<report>/<YYYYMMDD-YYYYMMDD>/<assembly>/<file>`).
+fn delivery(path: &str) -> Option<(String, String)> {
+    let parts: Vec<&str> = path.split('/').collect();
+    (parts.len() >= 3 && is_period_range(parts[parts.len() - 3])).then(|| {
+        (
+            parts[..parts.len() - 2].join("/"),
+            parts[..parts.len() - 1].join("/"),
+        )
+    })
+}
+
+/// Why a delivery's files are not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotCurrent {
+    /// An older delivery of the period.
+    Superseded,
+    /// A delivery newer than the one the period's manifest names: still being written.
+    InProgress,
+}
+
 /// AWS legacy CUR delivers each billing period into `<report>/<YYYYMMDD-YYYYMMDD>/<assembly>/`
 /// and, unless the report overwrites, keeps every earlier delivery of that period beside the new
-/// one (each a full snapshot). Only the newest delivery of a period counts: this keeps the files
-/// of the assembly folder with the latest last-modified file per period folder and returns the
-/// others as superseded. Files outside that layout are kept as they are.
-pub fn latest_deliveries(files: Vec<DiscoveredFile>) -> (Vec<DiscoveredFile>, Vec<DiscoveredFile>) {
+/// one (each a full snapshot). Only the current delivery of a period counts: the one the
+/// period's own manifest names (`current`, from [`current_deliveries`]; AWS's guidance for
+/// finding the latest report), else the assembly folder with the latest last-modified file.
+/// The others are returned with why: older ones are superseded, newer ones (than the manifest's)
+/// still being written. Files outside that layout are kept as they are.
+pub fn latest_deliveries(
+    files: Vec<DiscoveredFile>,
+    current: &std::collections::BTreeMap<String, String>,
+) -> (Vec<DiscoveredFile>, Vec<(DiscoveredFile, NotCurrent)>) {
     use std::collections::BTreeMap;
-    // (period folder, assembly folder) of a file in the CUR delivery layout.
-    fn delivery(path: &str) -> Option<(String, String)> {
-        let parts: Vec<&str> = path.split('/').collect();
-        if parts.len() < 3 {
-            return None;
-        }
-        let period = parts[parts.len() - 3];
-        let is_range = period.len() == 17
-            && period.as_bytes()[8] == b'-'
-            && period
-                .bytes()
-                .enumerate()
-                .all(|(i, b)| i == 8 || b.is_ascii_digit());
-        is_range.then(|| {
-            (
-                parts[..parts.len() - 2].join("/"),
-                parts[..parts.len() - 1].join("/"),
-            )
-        })
-    }
-    // period folder → (latest last-modified, its assembly folder)
+    // period folder → (latest last-modified, its assembly folder), per assembly folder too
     let mut newest: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut modified: BTreeMap<String, String> = BTreeMap::new();
     for f in &files {
         if let Some((period, assembly)) = delivery(f.path.as_ref()) {
+            let m = modified.entry(assembly.clone()).or_default();
+            if f.last_modified > *m {
+                *m = f.last_modified.clone();
+            }
             let e = newest.entry(period).or_default();
             if (f.last_modified.as_str(), assembly.as_str()) > (e.0.as_str(), e.1.as_str()) {
                 *e = (f.last_modified.clone(), assembly);
             }
         }
     }
-    files
-        .into_iter()
-        .partition(|f| match delivery(f.path.as_ref()) {
-            Some((period, assembly)) => newest[&period].1 == assembly,
-            None => true,
-        })
+    // The manifest's delivery, where it has files here.
+    for (period, assembly) in current {
+        if let (Some(e), Some(m)) = (newest.get_mut(period), modified.get(assembly)) {
+            *e = (m.clone(), assembly.clone());
+        }
+    }
+    let mut kept = Vec::new();
+    let mut other = Vec::new();
+    for f in files {
+        match delivery(f.path.as_ref()) {
+            Some((period, assembly)) if newest[&period].1 != assembly => {
+                let (current_at, current) = &newest[&period];
+                let newer = (modified[&assembly].as_str(), assembly.as_str())
+                    > (current_at.as_str(), current.as_str());
+                let why = if newer {
+                    NotCurrent::InProgress
+                } else {
+                    NotCurrent::Superseded
+                };
+                other.push((f, why));
+            }
+            _ => kept.push(f),
+        }
+    }
+    (kept, other)
+}
+
+/// What the billing period manifests among `manifests` (AWS CUR's
+/// `<report>/<YYYYMMDD-YYYYMMDD>/<report>-Manifest.json`) say: period folder → the assembly
+/// folder of the period's current delivery. Every report file a manifest lists must be among
+/// `files`, or the delivery is incomplete ([`TallyError::Incomplete`]: still being written, or
+/// parts removed), whether it is in an assembly folder or overwritten in place. A manifest that
+/// is not such JSON is named in a warning and not used.
+pub async fn current_deliveries(
+    loc: &Location,
+    manifests: &[Path],
+    files: &[DiscoveredFile],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct CurManifest {
+        assembly_id: Option<String>,
+        #[serde(default)]
+        report_keys: Vec<String>,
+    }
+    let mut current = std::collections::BTreeMap::new();
+    for path in manifests {
+        let Some((folder, _)) = path.as_ref().rsplit_once('/') else {
+            continue;
+        };
+        if !folder.rsplit('/').next().is_some_and(is_period_range) {
+            continue;
+        }
+        let bytes = loc.get_bytes(path).await?;
+        let manifest: CurManifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(manifest = %loc.url_of(path), error = %e, "not a CUR manifest: not used to choose the current delivery");
+                continue;
+            }
+        };
+        let listed = |key: &str| {
+            let key = key.trim_start_matches('/');
+            files.iter().any(|f| {
+                let p: &str = f.path.as_ref();
+                p == key || p.ends_with(&format!("/{key}"))
+            })
+        };
+        let missing: Vec<&String> = manifest.report_keys.iter().filter(|k| !listed(k)).collect();
+        if let Some(first) = missing.first() {
+            return Err(TallyError::Incomplete {
+                manifest: loc.url_of(path),
+                missing: (*first).clone(),
+                count: missing.len(),
+            });
+        }
+        if let Some(id) = manifest.assembly_id.filter(|id| !id.is_empty()) {
+            current.insert(folder.to_string(), format!("{folder}/{id}"));
+        }
+    }
+    Ok(current)
 }
 
 /// What kind of export file an object is, by its name.
@@ -271,13 +367,24 @@ pub struct DiscoveredFile {
 /// Lists the export files at a URL: the object itself if it is one, else every readable file
 /// below it (recursively), sorted by path so runs are deterministic.
 pub async fn discover(loc: &Location) -> Result<Vec<DiscoveredFile>> {
-    Ok(discover_all(loc).await?.0)
+    Ok(discover_all(loc).await?.files)
 }
 
-/// [`discover`], and the URLs of the objects below the URL that are not exports tally reads
-/// (sorted; hidden and `_` folders and the exports' own manifests are not among them). They
-/// are logged in a warning, and a run lists them in its manifest.
-pub async fn discover_all(loc: &Location) -> Result<(Vec<DiscoveredFile>, Vec<String>)> {
+/// Everything [`discover_all`] found under a URL.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    /// The export files, sorted by path.
+    pub files: Vec<DiscoveredFile>,
+    /// URLs of the objects that are not exports tally reads (sorted; hidden and `_` folders
+    /// and the exports' own manifests are not among them). They are logged in a warning, and
+    /// a run lists them in its manifest.
+    pub not_exports: Vec<String>,
+    /// The exports' own manifests (AWS's `…-Manifest.json`, Azure's `manifest.json`).
+    pub export_manifests: Vec<Path>,
+}
+
+/// [`discover`], with what else is there.
+pub async fn discover_all(loc: &Location) -> Result<Discovery> {
     let kind_of = |m: &object_store::ObjectMeta| FileKind::of(m.location.filename()?);
     let file_of = |m: object_store::ObjectMeta, kind: FileKind| -> DiscoveredFile {
         DiscoveredFile {
@@ -292,11 +399,18 @@ pub async fn discover_all(loc: &Location) -> Result<(Vec<DiscoveredFile>, Vec<St
     if let Ok(meta) = loc.store.head(&loc.path).await {
         let url = loc.url_of(&meta.location);
         return Ok(match kind_of(&meta) {
-            Some(kind) => (vec![file_of(meta, kind)], Vec::new()),
-            None => (Vec::new(), vec![url]),
+            Some(kind) => Discovery {
+                files: vec![file_of(meta, kind)],
+                ..Discovery::default()
+            },
+            None => Discovery {
+                not_exports: vec![url],
+                ..Discovery::default()
+            },
         });
     }
     let mut skipped: Vec<String> = Vec::new();
+    let mut export_manifests: Vec<Path> = Vec::new();
     let metas: Vec<object_store::ObjectMeta> = loc
         .store
         .list(Some(&loc.path))
@@ -318,7 +432,9 @@ pub async fn discover_all(loc: &Location) -> Result<(Vec<DiscoveredFile>, Vec<St
         .filter_map(|m| match kind_of(&m) {
             Some(kind) => Some(file_of(m, kind)),
             None => {
-                if !is_export_manifest(m.location.as_ref()) {
+                if is_export_manifest(m.location.as_ref()) {
+                    export_manifests.push(m.location);
+                } else {
                     skipped.push(loc.url_of(&m.location));
                 }
                 None
@@ -339,7 +455,12 @@ pub async fn discover_all(loc: &Location) -> Result<(Vec<DiscoveredFile>, Vec<St
             if zip { "; a ZIP-compressed CUR is not read: choose GZIP or Parquet in the report's settings" } else { "" }
         );
     }
-    Ok((files, skipped))
+    export_manifests.sort();
+    Ok(Discovery {
+        files,
+        not_exports: skipped,
+        export_manifests,
+    })
 }
 
 /// Whether an object is an export's own manifest (AWS's `…-Manifest.json`, Azure's
@@ -351,6 +472,8 @@ fn is_export_manifest(path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn file(path: &str, modified: &str) -> DiscoveredFile {
@@ -385,7 +508,7 @@ mod tests {
             ),
             file("other/export.csv", "2020-01-01T00:00:00+00:00"),
         ];
-        let (kept, superseded) = latest_deliveries(files);
+        let (kept, superseded) = latest_deliveries(files.clone(), &BTreeMap::new());
         let names = |v: &[DiscoveredFile]| v.iter().map(|f| f.path.to_string()).collect::<Vec<_>>();
         assert_eq!(
             names(&kept),
@@ -396,6 +519,25 @@ mod tests {
             ]
         );
         assert_eq!(superseded.len(), 2);
+        assert!(superseded.iter().all(|s| s.1 == NotCurrent::Superseded));
+
+        // The period's manifest still names the first delivery: the second is being written.
+        let current = BTreeMap::from([(
+            "cur/r/20231101-20231201".to_string(),
+            "cur/r/20231101-20231201/aaaa-1".to_string(),
+        )]);
+        let (kept, other) = latest_deliveries(files, &current);
+        assert_eq!(
+            names(&kept),
+            vec![
+                "cur/r/20231101-20231201/aaaa-1/r-00001.csv.gz",
+                "cur/r/20231101-20231201/aaaa-1/r-00002.csv.gz",
+                "cur/r/20231201-20240101/cccc-3/r-00001.csv.gz",
+                "other/export.csv"
+            ]
+        );
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].1, NotCurrent::InProgress);
     }
 
     #[test]

@@ -661,6 +661,100 @@ async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_deliv
     assert_eq!(n + q, 1231, "exactly the re-delivered month");
 }
 
+/// With a billing period manifest (`<report>/<period>/<report>-Manifest.json`), the delivery it
+/// names is the current one (AWS's guidance): a newer assembly folder is a delivery still being
+/// written and is not read; a manifest listing report files that are not there yet stops the
+/// run (exit 4) before anything is replaced; once they are, the new delivery replaces the old.
+#[test]
+fn a_cur_delivery_counts_once_its_billing_period_manifest_names_it_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let report = dir.path().join("cur/finops");
+    let month = report.join("20231101-20231201");
+    let nov = std::fs::read_to_string(root().join("sample-data/aws/cur1/cur1_sample.csv")).unwrap();
+    let key = |assembly: &str, n: u32| {
+        format!("cur/finops/20231101-20231201/{assembly}/finops-0000{n}.csv")
+    };
+    let manifest = |assembly: &str, parts: u32| {
+        let keys: Vec<String> = (1..=parts).map(|n| key(assembly, n)).collect();
+        std::fs::write(
+            month.join("finops-Manifest.json"),
+            serde_json::json!({"assemblyId": assembly, "reportKeys": keys, "bucket": "b"})
+                .to_string(),
+        )
+        .unwrap();
+    };
+    std::fs::create_dir_all(month.join("0a1b-first")).unwrap();
+    std::fs::write(dir.path().join(key("0a1b-first", 1)), &nov).unwrap();
+    manifest("0a1b-first", 1);
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, one_source_job(&report, &out, Some("aws_cur"))).unwrap();
+    let run = || {
+        tally_cmd()
+            .args(["run", job.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let last_manifest = || -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap()
+    };
+    assert_exit_0(&run());
+    let sources = "SELECT DISTINCT x_SourceFile FROM cost_and_usage";
+    assert!(query_csv(&out, sources).contains("0a1b-first"));
+
+    // A second delivery is being written: its first part is there, the manifest is not updated.
+    let mut fewer: Vec<&str> = nov.lines().collect();
+    fewer.drain(1..51);
+    let half = fewer.len() / 2;
+    let part = |rows: &[&str]| format!("{}\n{}\n", fewer[0], rows.join("\n"));
+    std::fs::create_dir_all(month.join("9f8e-second")).unwrap();
+    std::fs::write(
+        dir.path().join(key("9f8e-second", 1)),
+        part(&fewer[1..half]),
+    )
+    .unwrap();
+    let o = run();
+    assert_exit_0(&o);
+    let m = last_manifest();
+    assert_eq!(m["inputs"], serde_json::json!([]), "nothing new is read");
+    assert_eq!(m["skipped"][0]["reason"], "in_progress", "{m:#}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("still being written"));
+
+    // The manifest names it, with two parts, before the second is there: exit 4, no change.
+    manifest("9f8e-second", 2);
+    let o = run();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("finops-Manifest.json lists 1 report file(s) that are not there"),
+        "{err}"
+    );
+    assert!(err.contains("9f8e-second/finops-00002.csv"), "{err}");
+    assert!(query_csv(&out, sources).contains("0a1b-first"));
+
+    // The delivery is whole: it replaces the first one.
+    std::fs::write(dir.path().join(key("9f8e-second", 2)), part(&fewer[half..])).unwrap();
+    assert_exit_0(&run());
+    let m = last_manifest();
+    assert_eq!(m["inputs"].as_array().unwrap().len(), 2, "{m:#}");
+    assert_eq!(m["skipped"][0]["reason"], "superseded", "{m:#}");
+    let files = query_csv(&out, sources);
+    assert!(
+        !files.contains("0a1b-first") && files.contains("9f8e-second"),
+        "{files}"
+    );
+    let n: u64 = query_csv(
+        &out,
+        "SELECT (SELECT count(*) FROM cost_and_usage) + (SELECT count(*) FROM quarantine) n",
+    )
+    .lines()
+    .nth(1)
+    .unwrap()
+    .parse()
+    .unwrap();
+    assert_eq!(n, 1231, "exactly the re-delivered month");
+}
+
 /// A `--period` run rebuilds only its periods, and does not forget a file that vanished from
 /// another: the next plain run still removes that file's rows.
 #[tokio::test(flavor = "multi_thread")]
