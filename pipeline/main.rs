@@ -50,7 +50,8 @@ enum Command {
         /// (RFC 3339, or a date: 2024-06-01).
         #[arg(long, value_parser = parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
-        /// Only rebuild this billing period (YYYY-MM); repeatable. New files are always read.
+        /// Only read changed files with rows in this billing period (YYYY-MM), and the files
+        /// sharing their partitions; repeatable. New files are always read.
         #[arg(long = "period", value_parser = parse_period)]
         periods: Vec<String>,
         /// When another run holds the output's lock, wait up to this many seconds (default: exit 6 at once).

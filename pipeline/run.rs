@@ -42,7 +42,9 @@ pub struct RunOptions {
     pub full: bool,
     /// Only files modified at or after this instant count as new or changed (`--since`).
     pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Only these billing periods (`YYYY-MM`) are rebuilt; new files are always read (`--period`).
+    /// Only changed files with rows in these billing periods (`YYYY-MM`) are read (`--period`),
+    /// with the files that share their partitions, whose other periods are then rebuilt too;
+    /// new files are always read.
     pub periods: Vec<String>,
     /// How long to wait for another run's lock on the output before giving up (`--wait-lock`).
     pub wait_lock: std::time::Duration,
@@ -464,6 +466,9 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             });
         }
     }
+    // URL order, whatever the order of the sources in the job: the order a full run reads in,
+    // so a partition fed by two sources comes out the same after the job lists them otherwise.
+    candidates.sort_by(|a, b| a.file.url.cmp(&b.file.url));
     let last = prior_state(out, &job.job.name).await?;
     let prior_stages = last.as_ref().map(|p| p.stages.clone()).unwrap_or_default();
     // A run that stopped while committing: every partition it was replacing is rebuilt, in
@@ -669,7 +674,14 @@ async fn execute(
                 plan.prior.get(&c.file.url).cloned()
             }
         })
-        .chain(plan.carried.iter().cloned())
+        // A file gone outside the `--period`s is carried until a run rebuilds all its partitions
+        // (this one may have, for the files sharing them).
+        .chain(
+            plan.carried
+                .iter()
+                .filter(|c| !c.partitions.iter().all(|k| partitions.contains(k)))
+                .cloned(),
+        )
         .collect();
     crate::fault::point("before-commit");
     crate::fault::pause("before-commit").await;

@@ -424,6 +424,26 @@ fn files_added_last(out: &Path, table: &str, period: &str) -> Vec<String> {
     hashes
 }
 
+/// Every data file any commit of `table` under `out` added (full paths).
+fn files_ever_added(out: &Path, table: &str) -> std::collections::BTreeSet<String> {
+    let dir = out.join(table);
+    std::fs::read_dir(dir.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .flat_map(|log| {
+            let text = std::fs::read_to_string(log).unwrap();
+            text.lines()
+                .filter_map(|l| {
+                    let a: serde_json::Value = serde_json::from_str(l).unwrap();
+                    let path = a.get("add")?["path"].as_str()?.to_string();
+                    Some(dir.join(path).display().to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The content hash the manifest gives `table`'s `period` partition.
 fn content_hash(m: &tally::manifest::Manifest, table: &str, period: &str) -> String {
     m.tables[table]
@@ -466,7 +486,7 @@ async fn a_partitions_rows_come_out_as_a_full_run_writes_them_whatever_the_histo
             let fresh_out = fresh_dir.join("out");
             let job = one_source_job(&exports, &fresh_out, Some("aws_cur"));
             let fresh = run_job(&fresh_dir, &job).await.unwrap();
-            for table in ["cost_and_usage", "cost_and_usage_1_2"] {
+            for table in ["cost_and_usage", "cost_and_usage_1_2", "quarantine"] {
                 assert_eq!(
                     content_hash(&m, table, "2023-12"),
                     content_hash(&fresh, table, "2023-12"),
@@ -479,6 +499,14 @@ async fn a_partitions_rows_come_out_as_a_full_run_writes_them_whatever_the_histo
                     files_added_last(&fresh_out, table, "2023-12"),
                     "{step}: {table}"
                 );
+                // What a run staged and then read again is removed, not left beside the table.
+                let referenced = files_ever_added(&out, table);
+                for f in parquet_files(&out.join(table))
+                    .into_iter()
+                    .filter(|f| !f.contains("_delta_log"))
+                {
+                    assert!(referenced.contains(&f), "{step}: {f} is in no commit");
+                }
             }
         }
     };
