@@ -39,7 +39,8 @@ pub struct Manifest {
     pub resources: BTreeMap<String, String>,
     /// Every input file.
     pub inputs: Vec<Input>,
-    /// Objects under the sources that the run did not read, and why.
+    /// What the run passed over under its sources, and why: objects that are not exports tally
+    /// reads, and CUR deliveries that are not their month's current one (sorted by URL).
     pub skipped: Vec<Skipped>,
     /// Every table written.
     pub tables: BTreeMap<String, TableInfo>,
@@ -190,9 +191,13 @@ pub struct Skipped {
     pub source: String,
     /// URL.
     pub url: String,
-    /// `not_an_export` (not a format tally reads: `.zip`, `.txt`, ...) or `superseded` (an
-    /// older delivery of a billing period whose newer delivery is read).
+    /// `not_an_export` (an object that is not a format tally reads: `.zip`, `.txt`, ...),
+    /// `superseded` (the folder of an older CUR delivery of a billing period whose current
+    /// delivery is read) or `in_progress` (the folder of a delivery newer than the one the
+    /// period's manifest names).
     pub reason: String,
+    /// Files it holds (1 for an object).
+    pub files: u64,
 }
 
 /// One table written by the run.

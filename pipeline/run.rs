@@ -416,19 +416,22 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
         let loc = storage::open(&source.url)?;
         let found = storage::discover_all(&loc).await?;
         let current =
-            storage::current_deliveries(&loc, &found.export_manifests, &found.files).await?;
+            storage::current_deliveries(&loc, &found.export_manifests, &found.listed).await?;
         let (files, not_current) = storage::latest_deliveries(found.files, &current);
-        let skip = |url: String, reason: &str| manifest::Skipped {
+        let skip = |url: String, reason: &str, files: u64| manifest::Skipped {
             source: source.name.clone(),
             url,
             reason: reason.into(),
+            files,
         };
         skipped.extend(
             found
                 .not_exports
                 .into_iter()
-                .map(|u| skip(u, "not_an_export")),
+                .map(|u| skip(u, "not_an_export", 1)),
         );
+        // A delivery that is not read is one entry: its folder and how many files it holds.
+        let mut deliveries: BTreeMap<(String, &str), u64> = BTreeMap::new();
         for (f, why) in not_current {
             let reason = match why {
                 storage::NotCurrent::Superseded => {
@@ -440,8 +443,16 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
                     "in_progress"
                 }
             };
-            skipped.push(skip(f.url, reason));
+            let folder = f.url.rsplit_once('/').map_or(f.url.as_str(), |(d, _)| d);
+            *deliveries
+                .entry((format!("{folder}/"), reason))
+                .or_default() += 1;
         }
+        skipped.extend(
+            deliveries
+                .into_iter()
+                .map(|((url, reason), n)| skip(url, reason, n)),
+        );
         if files.is_empty() {
             return Err(TallyError::BadFile {
                 file: source.url.clone(),
@@ -469,6 +480,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     // URL order, whatever the order of the sources in the job: the order a full run reads in,
     // so a partition fed by two sources comes out the same after the job lists them otherwise.
     candidates.sort_by(|a, b| a.file.url.cmp(&b.file.url));
+    skipped.sort_by(|a: &manifest::Skipped, b| (&a.url, &a.source).cmp(&(&b.url, &b.source)));
     let last = prior_state(out, &job.job.name).await?;
     let prior_stages = last.as_ref().map(|p| p.stages.clone()).unwrap_or_default();
     // A run that stopped while committing: every partition it was replacing is rebuilt, in

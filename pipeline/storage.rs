@@ -248,16 +248,41 @@ pub fn latest_deliveries(
     (kept, other)
 }
 
+/// Whether a CUR manifest's report key (a key in the bucket AWS delivered to, e.g.
+/// `cur/finops/20231101-20231201/<assembly>/finops-00001.csv.gz`) is among the `listed` paths,
+/// the report being in `report` (the folder holding the period folders) here. The key's part
+/// after the report's own folder name is looked for below `report`, so a report copied under
+/// another prefix, bucket or store is found, and a copy of it elsewhere is not taken for it.
+/// A key that does not name the report's folder must be listed as it is.
+fn report_key_listed(key: &str, report: &str, listed: &std::collections::BTreeSet<String>) -> bool {
+    let key = key
+        .strip_prefix("s3://")
+        .and_then(|k| k.split_once('/').map(|(_, k)| k))
+        .unwrap_or(key)
+        .trim_start_matches('/');
+    let name = report.rsplit('/').next().unwrap_or(report);
+    let parts: Vec<&str> = key.split('/').collect();
+    let mut anchored = false;
+    for (i, _) in parts.iter().enumerate().filter(|(_, p)| **p == name) {
+        anchored = true;
+        let rest = parts[i + 1..].join("/");
+        if listed.contains(&format!("{report}/{rest}")) {
+            return true;
+        }
+    }
+    !anchored && listed.contains(key)
+}
+
 /// What the billing period manifests among `manifests` (AWS CUR's
 /// `<report>/<YYYYMMDD-YYYYMMDD>/<report>-Manifest.json`) say: period folder → the assembly
 /// folder of the period's current delivery. Every report file a manifest lists must be among
-/// `files`, or the delivery is incomplete ([`TallyError::Incomplete`]: still being written, or
-/// parts removed), whether it is in an assembly folder or overwritten in place. A manifest that
-/// is not such JSON is named in a warning and not used.
+/// the `listed` objects (see [`report_key_listed`]), or the delivery is incomplete
+/// ([`TallyError::Incomplete`]: still being written, or parts removed). A manifest that is not
+/// such JSON is named in a warning and not used.
 pub async fn current_deliveries(
     loc: &Location,
     manifests: &[Path],
-    files: &[DiscoveredFile],
+    listed: &std::collections::BTreeSet<String>,
 ) -> Result<std::collections::BTreeMap<String, String>> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -282,14 +307,12 @@ pub async fn current_deliveries(
                 continue;
             }
         };
-        let listed = |key: &str| {
-            let key = key.trim_start_matches('/');
-            files.iter().any(|f| {
-                let p: &str = f.path.as_ref();
-                p == key || p.ends_with(&format!("/{key}"))
-            })
-        };
-        let missing: Vec<&String> = manifest.report_keys.iter().filter(|k| !listed(k)).collect();
+        let report = folder.rsplit_once('/').map_or("", |(r, _)| r);
+        let missing: Vec<&String> = manifest
+            .report_keys
+            .iter()
+            .filter(|k| !report_key_listed(k, report, listed))
+            .collect();
         if let Some(first) = missing.first() {
             return Err(TallyError::Incomplete {
                 manifest: loc.url_of(path),
@@ -381,6 +404,8 @@ pub struct Discovery {
     pub not_exports: Vec<String>,
     /// The exports' own manifests (AWS's `…-Manifest.json`, Azure's `manifest.json`).
     pub export_manifests: Vec<Path>,
+    /// The path of every object listed below the URL, whatever it is.
+    pub listed: std::collections::BTreeSet<String>,
 }
 
 /// [`discover`], with what else is there.
@@ -417,6 +442,7 @@ pub async fn discover_all(loc: &Location) -> Result<Discovery> {
         .try_collect()
         .await
         .map_err(|e| loc.err("list", &loc.path, e))?;
+    let listed = metas.iter().map(|m| m.location.to_string()).collect();
     let mut files: Vec<DiscoveredFile> = metas
         .into_iter()
         // Skip hidden and underscore-prefixed folders and files below the source URL (Spark's
@@ -460,6 +486,7 @@ pub async fn discover_all(loc: &Location) -> Result<Discovery> {
         files,
         not_exports: skipped,
         export_manifests,
+        listed,
     })
 }
 
@@ -538,6 +565,38 @@ mod tests {
         );
         assert_eq!(other.len(), 1);
         assert_eq!(other[0].1, NotCurrent::InProgress);
+    }
+
+    /// A report key is found below the report's folder here, wherever AWS delivered it.
+    #[test]
+    fn report_keys_are_found_below_the_report_wherever_it_was_copied() {
+        let listed: std::collections::BTreeSet<String> = [
+            "lake/landing/finops/20231101-20231201/a1/finops-00001.csv.gz",
+            "lake/landing/finops/finops/year=2023/month=11/finops-00001.snappy.parquet",
+            "archive/cur/finops/20231101-20231201/a1/finops-00002.csv.gz",
+            "flat/report-00001.csv",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let report = "lake/landing/finops";
+        let found = |key: &str| report_key_listed(key, report, &listed);
+        // Delivered under `cur/`, copied under `lake/landing/`.
+        assert!(found("cur/finops/20231101-20231201/a1/finops-00001.csv.gz"));
+        assert!(found(
+            "s3://bucket/cur/finops/20231101-20231201/a1/finops-00001.csv.gz"
+        ));
+        // The Athena layout repeats the report's name.
+        assert!(found(
+            "cur/finops/finops/year=2023/month=11/finops-00001.snappy.parquet"
+        ));
+        // A copy somewhere else is not this report's part.
+        assert!(!found(
+            "cur/finops/20231101-20231201/a1/finops-00002.csv.gz"
+        ));
+        // A key without the report's folder must be listed as it is.
+        assert!(report_key_listed("flat/report-00001.csv", "x/y", &listed));
+        assert!(!report_key_listed("other/report-00001.csv", "x/y", &listed));
     }
 
     #[test]

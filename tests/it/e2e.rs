@@ -515,13 +515,22 @@ fn objects_that_are_not_exports_are_named_when_skipped() {
         let f = f.unwrap().path();
         std::fs::copy(&f, src.join(f.file_name().unwrap())).unwrap();
     }
-    std::fs::write(src.join("cur-00001.csv.zip"), b"PK").unwrap();
+    // A ZIP-compressed CUR delivery, with its billing period's manifest: the report files it
+    // lists are there (only not readable), so this is no delivery in progress.
+    let period = src.join("zipped/20231101-20231201");
+    std::fs::create_dir_all(period.join("a1")).unwrap();
+    std::fs::write(period.join("a1/zipped-00001.csv.zip"), b"PK").unwrap();
+    std::fs::write(
+        period.join("zipped-Manifest.json"),
+        r#"{"assemblyId": "a1", "reportKeys": ["cur/zipped/20231101-20231201/a1/zipped-00001.csv.zip"]}"#,
+    )
+    .unwrap();
     std::fs::write(src.join("report-Manifest.json"), b"{}").unwrap();
     let o = run_one_off(&src, &dir.path().join("out"));
     assert_exit_0(&o);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("cur-00001.csv.zip") && err.contains("ZIP-compressed CUR is not read"),
+        err.contains("zipped-00001.csv.zip") && err.contains("ZIP-compressed CUR is not read"),
         "{err}"
     );
     assert!(!err.contains("report-Manifest.json"), "{err}");
@@ -535,7 +544,7 @@ fn objects_that_are_not_exports_are_named_when_skipped() {
         skipped[0]["url"]
             .as_str()
             .unwrap()
-            .ends_with("/cur-00001.csv.zip")
+            .ends_with("/20231101-20231201/a1/zipped-00001.csv.zip")
     );
     assert_eq!(skipped[0]["reason"], "not_an_export");
 }

@@ -670,8 +670,9 @@ async fn a_redelivered_cur_month_in_a_new_assembly_folder_replaces_the_old_deliv
         .map(|s| (s.url.as_str(), s.reason.as_str()))
         .collect();
     assert_eq!(skipped.len(), 1);
-    assert!(skipped[0].0.ends_with("0a1b-first/finops-00001.csv"));
+    assert!(skipped[0].0.ends_with("/20231101-20231201/0a1b-first/"));
     assert_eq!(skipped[0].1, "superseded");
+    assert_eq!(m.skipped[0].files, 1);
     let rows = lines(
         &query(
             &out,
