@@ -184,6 +184,15 @@ async fn drain_quarantine(
 /// expressions evaluated on their own columns only ([`crate::narrow`]), unnests that add no
 /// rows passing their batch through ([`crate::unnest`]).
 pub fn session() -> Result<SessionContext> {
+    session_in(Arc::new(
+        datafusion::execution::runtime_env::RuntimeEnv::default(),
+    ))
+}
+
+/// [`session`], with this runtime (its memory pool and spill files).
+pub fn session_in(
+    runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_batch_size(read::BATCH_ROWS)
@@ -195,6 +204,7 @@ pub fn session() -> Result<SessionContext> {
         );
     let state = datafusion::execution::SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .with_physical_optimizer_rule(Arc::new(crate::narrow::NarrowInputs))
         .with_physical_optimizer_rule(Arc::new(crate::unnest::OneElementPassThrough))

@@ -208,11 +208,42 @@ pub async fn run_sql(
     stage: &Stage,
     ctx: &datafusion::prelude::SessionContext,
 ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
-    let sql_err = |e: datafusion::error::DataFusionError| TallyError::Sql {
+    let (df, schema) = plan_sql(stage, ctx).await?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| sql_error(stage, e))?
+        .into_iter()
+        .map(|b| plain_batch(&schema, &b))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((schema, batches))
+}
+
+/// A stage's SQL error, naming its file.
+fn sql_error(stage: &Stage, e: datafusion::error::DataFusionError) -> TallyError {
+    TallyError::Sql {
         file: stage.sql_path.clone(),
         message: e.to_string(),
-    };
-    let df = ctx.sql(&stage.sql).await.map_err(sql_err)?;
+    }
+}
+
+/// `batch` with its columns cast to `schema` (the plain string types of [`plan_sql`]).
+fn plain_batch(schema: &arrow::datatypes::SchemaRef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let cols = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Plans a stage's SQL; returns the query and the schema its rows are written with.
+async fn plan_sql(
+    stage: &Stage,
+    ctx: &datafusion::prelude::SessionContext,
+) -> Result<(datafusion::prelude::DataFrame, arrow::datatypes::SchemaRef)> {
+    let df = ctx.sql(&stage.sql).await.map_err(|e| sql_error(stage, e))?;
     // Plain Utf8 whatever string type DataFusion chose (views from Delta reads), so the table's
     // schema and the content hash do not depend on the plan.
     let plain = |t: &arrow::datatypes::DataType| match t {
@@ -234,33 +265,163 @@ pub async fn run_sql(
             })
             .collect::<Vec<_>>(),
     ));
-    let batches = df
-        .collect()
-        .await
-        .map_err(sql_err)?
-        .into_iter()
-        .map(|b| {
-            let cols = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            RecordBatch::try_new(schema.clone(), cols)
+    Ok((df, schema))
+}
+
+/// A stage's session with its tables and inputs registered, and what it read.
+struct Prepared {
+    ctx: datafusion::prelude::SessionContext,
+    reads: Vec<TableRead>,
+    inputs: Vec<InputRead>,
+}
+
+impl Prepared {
+    /// The stage's record, for the rows it wrote (output version not yet known).
+    fn record(
+        self,
+        stage: &Stage,
+        root: &str,
+        rows: u64,
+        content_sha256: String,
+    ) -> Result<StageRecord> {
+        Ok(StageRecord {
+            name: stage.name.clone(),
+            sql_path: stage.sql_path.clone(),
+            sql_sha256: resources::sha256_hex(stage.sql.as_bytes()),
+            reads: self.reads,
+            inputs: self.inputs,
+            output: TableRead {
+                name: stage.writes.clone(),
+                url: table::table_url(root, &stage.writes)?.to_string(),
+                version: None,
+            },
+            rows,
+            content_sha256,
+            status: "ran".into(),
         })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((schema, batches))
+    }
 }
 
 /// Runs one stage's SQL over the tables under `root` (each at `versions[name]` when given, else
 /// current) and the given input files; returns its rows and its record (output not yet written).
+/// Holds every row: for reproducing a stage ([`reproduce`]); a run streams them to the table.
 pub async fn evaluate(
     stage: &Stage,
     root: &str,
     versions: &BTreeMap<String, u64>,
     input_urls: &BTreeMap<String, String>,
 ) -> Result<(Vec<RecordBatch>, arrow::datatypes::SchemaRef, StageRecord)> {
-    let ctx = normalize::session()?;
+    let prepared = prepare(stage, root, versions, input_urls).await?;
+    let (schema, batches) = run_sql(stage, &prepared.ctx).await?;
+    let mut pass = Passing::new(&schema, false)?;
+    for b in &batches {
+        pass.see(b)?;
+    }
+    let (rows, content_sha256, _) = pass.finish();
+    let record = prepared.record(stage, root, rows, content_sha256)?;
+    Ok((batches, schema, record))
+}
+
+/// What a stage's rows leave behind as they pass on their way to its table: their count, their
+/// content hash and, for a `@csv` stage, their CSV text.
+struct Passing {
+    /// The query's error, when it failed while its rows were being written.
+    failed: Option<String>,
+    hasher: crate::hash::ContentHasher,
+    rows: u64,
+    csv: Option<arrow::csv::Writer<Vec<u8>>>,
+    schema: arrow::datatypes::SchemaRef,
+}
+
+impl Passing {
+    fn new(schema: &arrow::datatypes::SchemaRef, csv: bool) -> Result<Passing> {
+        Ok(Passing {
+            failed: None,
+            hasher: crate::hash::ContentHasher::whole(schema)?,
+            rows: 0,
+            csv: csv.then(|| {
+                arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(Vec::new())
+            }),
+            schema: schema.clone(),
+        })
+    }
+
+    fn see(&mut self, b: &RecordBatch) -> Result<()> {
+        self.hasher.update(b)?;
+        self.rows += b.num_rows() as u64;
+        if let Some(w) = &mut self.csv {
+            w.write(b)?;
+        }
+        Ok(())
+    }
+
+    /// Rows, content hash, CSV text (a header alone when no row passed).
+    fn finish(mut self) -> (u64, String, Option<Vec<u8>>) {
+        if self.rows == 0
+            && let Some(w) = &mut self.csv
+        {
+            // No rows is still a CSV with a header.
+            let _ = w.write(&RecordBatch::new_empty(self.schema.clone()));
+        }
+        let content_sha256 = self
+            .hasher
+            .finish()
+            .into_values()
+            .next()
+            .unwrap_or_else(|| resources::sha256_hex(b""));
+        (self.rows, content_sha256, self.csv.map(|w| w.into_inner()))
+    }
+}
+
+/// Memory a stage's query may hold (its joins' in-memory sides, aggregations, sorts), in MiB:
+/// `TALLY_STAGE_MEMORY_MB`, else three quarters of the machine's memory, at least 512 MiB. Beyond it sorts
+/// and aggregations spill to temporary files, and an operator that cannot spill stops the run
+/// with an error that names it, instead of the process being killed for want of memory.
+fn memory_limit() -> usize {
+    const MIB: usize = 1024 * 1024;
+    if let Some(mb) = std::env::var("TALLY_STAGE_MEMORY_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return mb.max(1) * MIB;
+    }
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        })
+        .unwrap_or(0);
+    (total_kib * 1024 / 4 * 3).max(512 * MIB)
+}
+
+/// The session stages run in: tally's (see [`normalize::session`]), with a memory pool of
+/// [`memory_limit`] shared fairly by the query's spilling operators, which spill to the system's
+/// temporary folder beyond it.
+fn session() -> Result<datafusion::prelude::SessionContext> {
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        // An error for want of memory names the operators that hold the most.
+        .with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::TrackConsumersPool::new(
+                datafusion::execution::memory_pool::FairSpillPool::new(memory_limit()),
+                std::num::NonZeroUsize::new(5).expect("not zero"),
+            ),
+        ))
+        .build_arc()?;
+    normalize::session_in(runtime)
+}
+
+/// A stage's session, with the tables it reads (at `versions`, else current) and its inputs.
+async fn prepare(
+    stage: &Stage,
+    root: &str,
+    versions: &BTreeMap<String, u64>,
+    input_urls: &BTreeMap<String, String>,
+) -> Result<Prepared> {
+    let ctx = session()?;
     let mut reads = Vec::new();
     for name in &stage.reads {
         let url = table::table_url(root, name)?;
@@ -301,34 +462,11 @@ pub async fn evaluate(
         });
         ctx.register_batch(name, loaded.batch)?;
     }
-    let (schema, batches) = run_sql(stage, &ctx).await?;
-    let mut hasher = crate::hash::ContentHasher::whole(&schema)?;
-    let mut rows = 0u64;
-    for b in &batches {
-        hasher.update(b)?;
-        rows += b.num_rows() as u64;
-    }
-    let content_sha256 = hasher
-        .finish()
-        .into_values()
-        .next()
-        .unwrap_or_else(|| resources::sha256_hex(b""));
-    let record = StageRecord {
-        name: stage.name.clone(),
-        sql_path: stage.sql_path.clone(),
-        sql_sha256: resources::sha256_hex(stage.sql.as_bytes()),
+    Ok(Prepared {
+        ctx,
         reads,
         inputs: inputs_read,
-        output: TableRead {
-            name: stage.writes.clone(),
-            url: table::table_url(root, &stage.writes)?.to_string(),
-            version: None,
-        },
-        rows,
-        content_sha256,
-        status: "ran".into(),
-    };
-    Ok((batches, schema, record))
+    })
 }
 
 /// Runs every stage the job has inputs for, skipping those whose reads are unchanged since
@@ -375,27 +513,12 @@ pub async fn run_all(
             out.push(same);
             continue;
         }
-        let (batches, schema, mut record) =
-            evaluate(&stage, root, &BTreeMap::new(), input_urls).await?;
-        let ops = table::keeping_whole_log(table::open(&url).await?, &url).await?;
-        if stage.csv {
-            write_csv(root, &stage.writes, &schema, &batches).await?;
+        let prepared = prepare(&stage, root, &BTreeMap::new(), input_urls).await?;
+        let (t, rows, content_sha256, csv) = write_streaming(&stage, &prepared.ctx, &url).await?;
+        if let Some(csv) = csv {
+            put_csv(root, &stage.writes, csv).await?;
         }
-        let data = if batches.is_empty() {
-            vec![RecordBatch::new_empty(schema)]
-        } else {
-            batches
-        };
-        let t = ops
-            .write(data)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_configuration([(table::KEEP_WHOLE_LOG.0, Some(table::KEEP_WHOLE_LOG.1))])
-            .await
-            .map_err(|e| TallyError::Table {
-                table: url.to_string(),
-                message: e.to_string(),
-            })?;
+        let mut record = prepared.record(&stage, root, rows, content_sha256)?;
         record.output.version = t.version();
         info!(rows = record.rows, version = ?t.version(), ms = t0.elapsed().as_millis() as u64, "stage written");
         out.push(record);
@@ -505,25 +628,145 @@ pub async fn reproduce(manifest_url: &str, name: &str) -> Result<Reproduction> {
     })
 }
 
-/// Writes a stage's rows as `<root>/exports/<name>.csv` (decimals and times as their text).
-async fn write_csv(
-    root: &str,
-    name: &str,
-    schema: &arrow::datatypes::SchemaRef,
-    batches: &[RecordBatch],
-) -> Result<()> {
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::csv::WriterBuilder::new()
-            .with_header(true)
-            .build(&mut buf);
-        if batches.is_empty() {
-            w.write(&RecordBatch::new_empty(schema.clone()))?;
+/// Runs a stage's query and streams its rows into its table (an overwrite that keeps the whole
+/// log), batch by batch: each cast to the plain schema, counted, hashed and, for a `@csv` stage,
+/// written as CSV on its way. Memory is what the query's operators hold (within the session's
+/// pool, spilling to disk), not the stage's result. Returns the table, the rows, their content
+/// hash and the CSV text.
+async fn write_streaming(
+    stage: &Stage,
+    ctx: &datafusion::prelude::SessionContext,
+    url: &url::Url,
+) -> Result<(deltalake::DeltaTable, u64, String, Option<Vec<u8>>)> {
+    use datafusion::error::DataFusionError;
+    use futures::StreamExt;
+    let (df, schema) = plan_sql(stage, ctx).await?;
+    let physical = df
+        .create_physical_plan()
+        .await
+        .map_err(|e| sql_error(stage, e))?;
+    tracing::debug!(
+        plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
+        "stage plan"
+    );
+    let rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())
+        .map_err(|e| sql_error(stage, e))?;
+    let passing = Arc::new(std::sync::Mutex::new(Passing::new(&schema, stage.csv)?));
+    let seen = {
+        let (passing, schema) = (passing.clone(), schema.clone());
+        rows.map(move |b| {
+            let external = |e: TallyError| DataFusionError::External(Box::new(e));
+            let b = b.inspect_err(|e| {
+                passing.lock().expect("not poisoned").failed = Some(e.to_string());
+            })?;
+            let b = plain_batch(&schema, &b).map_err(external)?;
+            passing
+                .lock()
+                .expect("not poisoned")
+                .see(&b)
+                .map_err(external)?;
+            Ok(b)
+        })
+    };
+    let source = datafusion::catalog::streaming::StreamingTable::try_new(
+        schema.clone(),
+        vec![Arc::new(Once::new(
+            schema.clone(),
+            Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    schema.clone(),
+                    seen,
+                ),
+            ),
+        ))],
+    )?;
+    let plan = ctx.read_table(Arc::new(source))?.into_unoptimized_plan();
+    let table_err = |e: deltalake::DeltaTableError| TallyError::Table {
+        table: url.to_string(),
+        message: e.to_string(),
+    };
+    let t = table::keeping_whole_log(table::open(url).await?, url)
+        .await?
+        .write(Vec::new())
+        // Written in deltalake's own session (its planner); the query runs in the stage's.
+        .with_input_plan(plan)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .with_configuration([(table::KEEP_WHOLE_LOG.0, Some(table::KEEP_WHOLE_LOG.1))])
+        .await;
+    if let Some(mut failed) = passing.lock().expect("not poisoned").failed.take() {
+        // The query's own error, whatever the write made of it.
+        if failed.contains("Resources exhausted") || failed.contains("Not enough memory") {
+            failed.push_str(&format!(
+                "\nThe stage's query needed more than its memory pool of {} MiB: raise TALLY_STAGE_MEMORY_MB, or run it on a machine with more memory",
+                memory_limit() / (1024 * 1024)
+            ));
         }
-        for b in batches {
-            w.write(b)?;
+        return Err(TallyError::Sql {
+            file: stage.sql_path.clone(),
+            message: failed,
+        });
+    }
+    let t = t.map_err(table_err)?;
+    let passing = Arc::try_unwrap(passing)
+        .map_err(|_| TallyError::Internal(format!("stage {}: rows still passing", stage.name)))?
+        .into_inner()
+        .expect("not poisoned");
+    let (rows, content_sha256, csv) = passing.finish();
+    Ok((t, rows, content_sha256, csv))
+}
+
+/// A stream that can be executed once: a stage's rows, as the input of the table's write.
+struct Once {
+    schema: arrow::datatypes::SchemaRef,
+    stream: std::sync::Mutex<Option<datafusion::execution::SendableRecordBatchStream>>,
+}
+
+impl Once {
+    fn new(
+        schema: arrow::datatypes::SchemaRef,
+        stream: datafusion::execution::SendableRecordBatchStream,
+    ) -> Once {
+        Once {
+            schema,
+            stream: std::sync::Mutex::new(Some(stream)),
         }
     }
+}
+
+impl std::fmt::Debug for Once {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Once")
+    }
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for Once {
+    fn schema(&self) -> &arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        match self.stream.lock().expect("not poisoned").take() {
+            Some(s) => s,
+            None => Box::pin(
+                datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    futures::stream::once(async {
+                        Err(datafusion::error::DataFusionError::Internal(
+                            "a stage's rows were read twice".into(),
+                        ))
+                    }),
+                ),
+            ),
+        }
+    }
+}
+
+/// Writes a stage's rows as `<root>/exports/<name>.csv` (decimals and times as their text).
+async fn put_csv(root: &str, name: &str, buf: Vec<u8>) -> Result<()> {
     let loc = crate::storage::open(root)?;
     let path = loc
         .path

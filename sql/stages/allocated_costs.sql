@@ -100,9 +100,11 @@ matched AS (
     END
   GROUP BY 1, 2
 ),
+-- (Joins to the charges are written with the small side first, `small RIGHT JOIN charges`: the
+-- first side of a join is the one held in memory, the charges stream past it.)
 classified AS (
   SELECT c.*, m.rule
-  FROM costs c LEFT JOIN matched m ON m.x_SourceFile = c.x_SourceFile AND m.x_SourceRow = c.x_SourceRow
+  FROM matched m RIGHT JOIN costs c ON m.x_SourceFile = c.x_SourceFile AND m.x_SourceRow = c.x_SourceRow
 ),
 direct AS (
   SELECT
@@ -139,8 +141,8 @@ weights AS (
       WHEN 'proportional' THEN o.own
       WHEN 'metric' THEN md.value
     END AS weight
-  FROM classified c
-  JOIN allocation_rules r ON r.Rule = c.rule AND r.Target IS NOT NULL
+  FROM allocation_rules r
+  JOIN classified c ON r.Rule = c.rule AND r.Target IS NOT NULL
   LEFT JOIN fixed_ok f ON f.Rule = r.Rule
   LEFT JOIN own_cost o ON r.Method = 'proportional' AND o.Target = r.Target
     AND o.BillingPeriodStart = c.BillingPeriodStart AND o.BillingCurrency = c.BillingCurrency
@@ -185,8 +187,8 @@ stranded AS (
     c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ServiceCategory, c.ServiceName,
     c.SubAccountId, 'unallocated' AS Target, 'unallocated' AS Method, c.rule AS Rule,
     c.EffectiveCost AS AllocatedEffectiveCost, c.BilledCost AS AllocatedBilledCost
-  FROM classified c
-  LEFT JOIN totals t ON t.x_SourceFile = c.x_SourceFile AND t.x_SourceRow = c.x_SourceRow
+  FROM totals t
+  RIGHT JOIN classified c ON t.x_SourceFile = c.x_SourceFile AND t.x_SourceRow = c.x_SourceRow
   WHERE c.rule IS NOT NULL AND t.x_SourceFile IS NULL
 )
 SELECT * FROM direct

@@ -412,6 +412,33 @@ async fn a_focus_invoice_detail_dataset_reconciles_its_cost_and_usage() {
 /// A stage table that a failed run rewrote is not "unchanged" for the next run, though that
 /// run's SQL, tables and inputs are again those of the last successful one: the table is not at
 /// the version that run recorded, and is written again.
+/// A stage's query runs in a bounded memory pool: one that needs more than
+/// `TALLY_STAGE_MEMORY_MB` stops the run with an error that says so and names the knob, instead
+/// of the process growing until the machine kills it. (Its rows stream to the table, so the
+/// result itself is never held: the bundled job's stages run in 256 MiB.)
+#[test]
+fn a_stage_query_that_outgrows_its_memory_pool_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, sample_job_text(&out)).unwrap();
+    let run = |mb: &str| {
+        tally_cmd()
+            .args(["run", job.to_str().unwrap(), "--full"])
+            .env("TALLY_STAGE_MEMORY_MB", mb)
+            .output()
+            .unwrap()
+    };
+    let o = run("0");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("memory pool of 1 MiB") && err.contains("raise TALLY_STAGE_MEMORY_MB"),
+        "{err}"
+    );
+    assert_exit_0(&run("256"));
+}
+
 #[test]
 fn a_stage_table_rewritten_by_a_failed_run_is_written_again() {
     let dir = tempfile::tempdir().unwrap();
