@@ -150,6 +150,12 @@ pub fn manifests(out: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The newest run manifest under an output root, as JSON.
+pub fn last_manifest(out: &Path) -> serde_json::Value {
+    let path = manifests(out).pop().expect("a manifest");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 /// `tally query -t <out> --format csv <sql>` as a separate process: its CSV output (the
 /// command must succeed).
 pub fn query_csv(out: &Path, sql: &str) -> String {

@@ -333,8 +333,7 @@ fn a_run_killed_between_its_commits_is_finished_by_the_next_from_its_intent() {
         table_state(&out).contains("2024-01"),
         "cost_and_usage committed"
     );
-    let intent: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap();
+    let intent = last_manifest(&out);
     assert_eq!(intent["status"], "committing", "{intent:#}");
     assert_eq!(intent["tables_committed"], false);
     let replaces: Vec<&str> = intent["replaces"]
@@ -367,8 +366,7 @@ fn a_run_killed_between_its_commits_is_finished_by_the_next_from_its_intent() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let failed: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap();
+    let failed = last_manifest(&out);
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["replaces"], serde_json::json!([]));
     std::fs::remove_file(&bad).unwrap();
@@ -377,8 +375,7 @@ fn a_run_killed_between_its_commits_is_finished_by_the_next_from_its_intent() {
     std::fs::remove_file(&jan).unwrap();
     run(&job);
     assert_eq!(tables(&out), before);
-    let last: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap();
+    let last = last_manifest(&out);
     assert_eq!(last["status"], "ok");
     assert_eq!(
         last["tables"]["cost_and_usage"]["partitions"][0]["billing_period"],
@@ -724,9 +721,6 @@ fn a_cur_delivery_counts_once_its_billing_period_manifest_names_it_whole() {
             .output()
             .unwrap()
     };
-    let last_manifest = || -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(manifests(&out).last().unwrap()).unwrap()).unwrap()
-    };
     assert_exit_0(&run());
     let sources = "SELECT DISTINCT x_SourceFile FROM cost_and_usage";
     assert!(query_csv(&out, sources).contains("0a1b-first"));
@@ -744,7 +738,7 @@ fn a_cur_delivery_counts_once_its_billing_period_manifest_names_it_whole() {
     .unwrap();
     let o = run();
     assert_exit_0(&o);
-    let m = last_manifest();
+    let m = last_manifest(&out);
     assert_eq!(m["inputs"], serde_json::json!([]), "nothing new is read");
     assert_eq!(m["skipped"][0]["reason"], "in_progress", "{m:#}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("still being written"));
@@ -764,7 +758,7 @@ fn a_cur_delivery_counts_once_its_billing_period_manifest_names_it_whole() {
     // The delivery is whole: it replaces the first one.
     std::fs::write(dir.path().join(key("9f8e-second", 2)), part(&fewer[half..])).unwrap();
     assert_exit_0(&run());
-    let m = last_manifest();
+    let m = last_manifest(&out);
     assert_eq!(m["inputs"].as_array().unwrap().len(), 2, "{m:#}");
     assert_eq!(m["skipped"][0]["reason"], "superseded", "{m:#}");
     let files = query_csv(&out, sources);
