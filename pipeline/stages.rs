@@ -221,9 +221,15 @@ pub async fn run_sql(
 
 /// A stage's SQL error, naming its file.
 fn sql_error(stage: &Stage, e: datafusion::error::DataFusionError) -> TallyError {
+    sql_error_at(&stage.sql_path, e)
+}
+
+/// [`sql_error`], for the stage whose SQL is at `path`.
+fn sql_error_at(path: &str, e: datafusion::error::DataFusionError) -> TallyError {
+    let message = e.to_string();
     TallyError::Sql {
-        file: stage.sql_path.clone(),
-        message: e.to_string(),
+        file: path.to_string(),
+        message: format!("{message}{}", memory_hint(&message)),
     }
 }
 
@@ -325,8 +331,9 @@ pub async fn evaluate(
 /// What a stage's rows leave behind as they pass on their way to its table: their count, their
 /// content hash and, for a `@csv` stage, their CSV text.
 struct Passing {
-    /// The query's error, when it failed while its rows were being written.
-    failed: Option<String>,
+    /// The first error of the rows' way to the table (the query's, or casting, hashing or
+    /// writing CSV), returned whatever the write makes of it.
+    failed: Option<TallyError>,
     hasher: crate::hash::ContentHasher,
     rows: u64,
     csv: Option<arrow::csv::Writer<Vec<u8>>>,
@@ -375,27 +382,49 @@ impl Passing {
     }
 }
 
-/// Memory a stage's query may hold (its joins' in-memory sides, aggregations, sorts), in MiB:
-/// `TALLY_STAGE_MEMORY_MB`, else three quarters of the machine's memory, at least 512 MiB. Beyond it sorts
-/// and aggregations spill to temporary files, and an operator that cannot spill stops the run
-/// with an error that names it, instead of the process being killed for want of memory.
-fn memory_limit() -> usize {
+/// Memory a stage's query may hold (its joins' in-memory sides, aggregations, sorts), in bytes:
+/// `TALLY_STAGE_MEMORY_MB` MiB, else three quarters of the memory the process may use (the
+/// machine's, or its cgroup's limit when lower), at least 512 MiB. Beyond it sorts and
+/// aggregations spill to temporary files, and an operator that cannot spill stops the run with
+/// an error that names it, instead of the process being killed for want of memory.
+pub(crate) fn memory_limit() -> Result<usize> {
     const MIB: usize = 1024 * 1024;
-    if let Some(mb) = std::env::var("TALLY_STAGE_MEMORY_MB")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-    {
-        return mb.max(1) * MIB;
+    if let Ok(v) = std::env::var("TALLY_STAGE_MEMORY_MB") {
+        return match v.trim().parse::<usize>() {
+            Ok(mb) if mb > 0 => Ok(mb.saturating_mul(MIB)),
+            _ => Err(TallyError::Usage(format!(
+                "TALLY_STAGE_MEMORY_MB={v:?}: a whole number of MiB, at least 1 (e.g. 2048)"
+            ))),
+        };
     }
-    let total_kib = std::fs::read_to_string("/proc/meminfo")
+    let machine = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
         })
-        .unwrap_or(0);
-    (total_kib * 1024 / 4 * 3).max(512 * MIB)
+        .map(|kib| kib.saturating_mul(1024));
+    // cgroup v2 (containers, systemd's MemoryMax): a number, or "max" for none.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let usable = match (machine, cgroup) {
+        (Some(m), Some(c)) => m.min(c),
+        (m, c) => m.or(c).unwrap_or(0),
+    };
+    Ok((usable / 4 * 3).max(512 * MIB))
+}
+
+/// The hint a stage's error gets when its query ran out of its memory pool.
+fn memory_hint(message: &str) -> String {
+    if !(message.contains("Resources exhausted") || message.contains("Not enough memory")) {
+        return String::new();
+    }
+    let mib = memory_limit().map_or(0, |b| b / (1024 * 1024));
+    format!(
+        "\nThe stage's query needed more than its memory pool of {mib} MiB: raise TALLY_STAGE_MEMORY_MB, or run it on a machine with more memory"
+    )
 }
 
 /// The session stages run in: tally's (see [`normalize::session`]), with a memory pool of
@@ -406,7 +435,7 @@ fn session() -> Result<datafusion::prelude::SessionContext> {
         // An error for want of memory names the operators that hold the most.
         .with_memory_pool(Arc::new(
             datafusion::execution::memory_pool::TrackConsumersPool::new(
-                datafusion::execution::memory_pool::FairSpillPool::new(memory_limit()),
+                datafusion::execution::memory_pool::FairSpillPool::new(memory_limit()?),
                 std::num::NonZeroUsize::new(5).expect("not zero"),
             ),
         ))
@@ -654,18 +683,27 @@ async fn write_streaming(
     let passing = Arc::new(std::sync::Mutex::new(Passing::new(&schema, stage.csv)?));
     let seen = {
         let (passing, schema) = (passing.clone(), schema.clone());
+        let stage_path = stage.sql_path.clone();
         rows.map(move |b| {
-            let external = |e: TallyError| DataFusionError::External(Box::new(e));
-            let b = b.inspect_err(|e| {
-                passing.lock().expect("not poisoned").failed = Some(e.to_string());
-            })?;
-            let b = plain_batch(&schema, &b).map_err(external)?;
-            passing
-                .lock()
-                .expect("not poisoned")
-                .see(&b)
-                .map_err(external)?;
-            Ok(b)
+            // The first error is kept as tally's own, to be returned whatever the write makes
+            // of it.
+            let b = b
+                .map_err(|e| sql_error_at(&stage_path, e))
+                .and_then(|b| plain_batch(&schema, &b))
+                .and_then(|b| {
+                    let mut p = passing
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    p.see(&b).map(|_| b)
+                });
+            b.map_err(|e| {
+                let message = e.to_string();
+                let mut p = passing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                p.failed.get_or_insert(e);
+                DataFusionError::External(message.into())
+            })
         })
     };
     let source = datafusion::catalog::streaming::StreamingTable::try_new(
@@ -688,32 +726,42 @@ async fn write_streaming(
     let t = table::keeping_whole_log(table::open(url).await?, url)
         .await?
         .write(Vec::new())
-        // Written in deltalake's own session (its planner); the query runs in the stage's.
+        // Written in a deltalake session (its planner) with one partition, so the rows reach
+        // the table in the order they were counted, hashed and written as CSV (several would
+        // share the stream's batches among writers in whatever order they come); the query
+        // runs in the stage's session.
         .with_input_plan(plan)
+        .with_session_state(Arc::new(write_session()?.state()))
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
         .with_configuration([(table::KEEP_WHOLE_LOG.0, Some(table::KEEP_WHOLE_LOG.1))])
         .await;
-    if let Some(mut failed) = passing.lock().expect("not poisoned").failed.take() {
-        // The query's own error, whatever the write made of it.
-        if failed.contains("Resources exhausted") || failed.contains("Not enough memory") {
-            failed.push_str(&format!(
-                "\nThe stage's query needed more than its memory pool of {} MiB: raise TALLY_STAGE_MEMORY_MB, or run it on a machine with more memory",
-                memory_limit() / (1024 * 1024)
-            ));
-        }
-        return Err(TallyError::Sql {
-            file: stage.sql_path.clone(),
-            message: failed,
-        });
+    let failed = passing
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .failed
+        .take();
+    if let Some(e) = failed {
+        return Err(e);
     }
     let t = t.map_err(table_err)?;
     let passing = Arc::try_unwrap(passing)
         .map_err(|_| TallyError::Internal(format!("stage {}: rows still passing", stage.name)))?
         .into_inner()
-        .expect("not poisoned");
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (rows, content_sha256, csv) = passing.finish();
     Ok((t, rows, content_sha256, csv))
+}
+
+/// The session deltalake writes a stage's rows in: its own, with one partition.
+fn write_session() -> Result<deltalake::delta_datafusion::DeltaSessionContext> {
+    deltalake::delta_datafusion::DeltaSessionContext::new_with_session_overrides(
+        &std::collections::HashMap::from([(
+            "datafusion.execution.target_partitions".to_string(),
+            "1".to_string(),
+        )]),
+    )
+    .map_err(|e| TallyError::Internal(format!("stage write session: {e}")))
 }
 
 /// A stream that can be executed once: a stage's rows, as the input of the table's write.

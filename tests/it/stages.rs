@@ -409,13 +409,9 @@ async fn a_focus_invoice_detail_dataset_reconciles_its_cost_and_usage() {
     );
 }
 
-/// A stage table that a failed run rewrote is not "unchanged" for the next run, though that
-/// run's SQL, tables and inputs are again those of the last successful one: the table is not at
-/// the version that run recorded, and is written again.
 /// A stage's query runs in a bounded memory pool: one that needs more than
 /// `TALLY_STAGE_MEMORY_MB` stops the run with an error that says so and names the knob, instead
-/// of the process growing until the machine kills it. (Its rows stream to the table, so the
-/// result itself is never held: the bundled job's stages run in 256 MiB.)
+/// of the process growing until the machine kills it, and the stage's table stays as it was.
 #[test]
 fn a_stage_query_that_outgrows_its_memory_pool_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,16 +425,39 @@ fn a_stage_query_that_outgrows_its_memory_pool_says_so() {
             .output()
             .unwrap()
     };
-    let o = run("0");
+    assert_exit_0(&run("256"));
+    let allocated = "SELECT count(*) n, sum(AllocatedEffectiveCost) s FROM allocated_costs";
+    let before = query_csv(&out, allocated);
+    let versions = || {
+        std::fs::read_dir(out.join("allocated_costs/_delta_log"))
+            .unwrap()
+            .count()
+    };
+    let logged = versions();
+    let o = run("1");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
         err.contains("memory pool of 1 MiB") && err.contains("raise TALLY_STAGE_MEMORY_MB"),
         "{err}"
     );
-    assert_exit_0(&run("256"));
+    assert_eq!(versions(), logged, "no commit");
+    assert_eq!(query_csv(&out, allocated), before);
+    // Not a number of MiB: refused before anything runs.
+    let runs = manifests(&out).len();
+    let o = run("2G");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(manifests(&out).len(), runs);
 }
 
+/// A stage table that a failed run rewrote is not "unchanged" for the next run, though that
+/// run's SQL, tables and inputs are again those of the last successful one: the table is not at
+/// the version that run recorded, and is written again.
 #[test]
 fn a_stage_table_rewritten_by_a_failed_run_is_written_again() {
     let dir = tempfile::tempdir().unwrap();
