@@ -562,7 +562,18 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     let vanished: Vec<String> = vanished.into_iter().map(|p| p.url.clone()).collect();
     let carried: Vec<manifest::FileState> = carried.into_iter().cloned().collect();
     for url in &vanished {
-        warn!(file = %url, "an export file the tables reflect is gone: its partitions are rebuilt without it");
+        // A file of a CUR delivery that is no longer its month's current one is not gone.
+        let not_current = skipped
+            .iter()
+            .find(|s| s.reason != "not_an_export" && url.starts_with(&s.url));
+        match not_current {
+            Some(s) => {
+                info!(file = %url, delivery = %s.url, reason = %s.reason, "a file the tables reflect is in a delivery that is not its month's current one: its partitions are rebuilt from the current one")
+            }
+            None => {
+                warn!(file = %url, "an export file the tables reflect is gone: its partitions are rebuilt without it")
+            }
+        }
         touched.extend(prior[url].partitions.iter().cloned());
     }
     Ok(Plan {

@@ -757,7 +757,14 @@ fn a_cur_delivery_counts_once_its_billing_period_manifest_names_it_whole() {
 
     // The delivery is whole: it replaces the first one.
     std::fs::write(dir.path().join(key("9f8e-second", 2)), part(&fewer[half..])).unwrap();
-    assert_exit_0(&run());
+    let o = run();
+    assert_exit_0(&o);
+    // The first delivery's file is not "gone": it is in a superseded delivery.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !err.contains("is gone") && err.contains("not its month's current one"),
+        "{err}"
+    );
     let m = last_manifest(&out);
     assert_eq!(m["inputs"].as_array().unwrap().len(), 2, "{m:#}");
     assert_eq!(m["skipped"][0]["reason"], "superseded", "{m:#}");
