@@ -310,8 +310,7 @@ async fn dispatch(cmd: Command) -> Result<i32, TallyError> {
         } => {
             let root = job::resolve_url(&tables, &std::env::current_dir().unwrap_or_default());
             let ctx = query::session_for(&root, as_of_version).await?;
-            let batches = query::run_sql(&ctx, &sql).await?;
-            query::write(&batches, format, out.as_deref()).await?;
+            query::run_to(&ctx, &sql, format, out.as_deref()).await?;
             Ok(exit::OK)
         }
         Command::Schema { json } => {

@@ -65,6 +65,98 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
     Ok(df.collect().await?)
 }
 
+/// Runs a query and writes its rows in the chosen format to `out` (a path or URL) or stdout as
+/// they come, so a large result is never held whole (an aligned `table` is: it is sized to its
+/// widest value). A result with no rows is still its columns: a CSV header, a Parquet file.
+pub async fn run_to(
+    ctx: &SessionContext,
+    sql: &str,
+    format: OutputFormat,
+    out: Option<&str>,
+) -> Result<()> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    if format == OutputFormat::Table {
+        return write(&run_sql(ctx, sql).await?, format, out).await;
+    }
+    if format == OutputFormat::Parquet && out.is_none() {
+        return Err(TallyError::Usage("--format parquet needs --out".into()));
+    }
+    let df = ctx
+        .sql(sql)
+        .await
+        .map_err(|e| TallyError::Usage(format!("query: {e}")))?;
+    let schema: arrow::datatypes::SchemaRef = std::sync::Arc::new(df.schema().as_arrow().clone());
+    let mut rows = df.execute_stream().await?;
+    // Standard output, or an upload to the store (multipart on an object store).
+    let (mut sink, name) = match out {
+        None => (None, "stdout".to_string()),
+        Some(dest) => {
+            let url = crate::job::resolve_url(dest, &std::env::current_dir().unwrap_or_default());
+            let loc = storage::open(&url)?;
+            let w = object_store::buffered::BufWriter::new(loc.store.clone(), loc.path.clone());
+            (Some(w), url)
+        }
+    };
+    let io = |e: std::io::Error| TallyError::Io {
+        path: name.clone(),
+        source: e,
+    };
+    match format {
+        OutputFormat::Parquet => {
+            let sink =
+                sink.ok_or_else(|| TallyError::Usage("--format parquet needs --out".into()))?;
+            let mut w = parquet::arrow::AsyncArrowWriter::try_new(sink, schema, None)
+                .map_err(|e| TallyError::Internal(e.to_string()))?;
+            while let Some(b) = rows.next().await {
+                w.write(&b?)
+                    .await
+                    .map_err(|e| TallyError::Internal(e.to_string()))?;
+            }
+            w.close()
+                .await
+                .map_err(|e| TallyError::Internal(format!("{name}: {e}")))?;
+            return Ok(());
+        }
+        OutputFormat::Csv | OutputFormat::Json => {
+            let mut first = true;
+            let encode = |b: &RecordBatch, first: bool| -> Result<Vec<u8>> {
+                let mut buf = Vec::new();
+                if format == OutputFormat::Csv {
+                    arrow::csv::WriterBuilder::new()
+                        .with_header(first)
+                        .build(&mut buf)
+                        .write(b)?;
+                } else {
+                    let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+                    w.write(b)?;
+                    w.finish()?;
+                }
+                Ok(buf)
+            };
+            let mut put = async |bytes: Vec<u8>| match &mut sink {
+                Some(w) => w.write_all(&bytes).await,
+                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes),
+            };
+            while let Some(b) = rows.next().await {
+                let b = b?;
+                put(encode(&b, first)?).await.map_err(io)?;
+                first = false;
+            }
+            if first && format == OutputFormat::Csv {
+                put(encode(&RecordBatch::new_empty(schema), true)?)
+                    .await
+                    .map_err(io)?;
+            }
+        }
+        OutputFormat::Table => unreachable!("written whole above"),
+    }
+    match &mut sink {
+        Some(w) => w.shutdown().await.map_err(io),
+        None => std::io::Write::flush(&mut std::io::stdout()).map_err(io),
+    }
+}
+
 /// Writes batches in the chosen format to `out` (a path or URL) or stdout.
 pub async fn write(batches: &[RecordBatch], format: OutputFormat, out: Option<&str>) -> Result<()> {
     let mut buf: Vec<u8> = Vec::new();

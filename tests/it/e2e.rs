@@ -566,3 +566,76 @@ fn full_with_since_or_period_is_refused() {
         assert!(!dir.path().join("out").exists());
     }
 }
+
+/// `tally query` writes rows as they come, in every format: a result over many batches arrives
+/// whole and once, and a result with no rows is still its columns (a CSV header, a Parquet
+/// file with the schema and no rows).
+#[test]
+fn query_results_stream_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = tally_cmd()
+        .args(["run", "--source"])
+        .arg(root().join("sample-data/oci"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_exit_0(&o);
+    let query = |format: &str, sql: &str, to: Option<&std::path::Path>| {
+        let mut cmd = tally_cmd();
+        cmd.args([
+            "query",
+            "-t",
+            out.to_str().unwrap(),
+            "--format",
+            format,
+            sql,
+        ]);
+        if let Some(to) = to {
+            cmd.arg("--out").arg(to);
+        }
+        let o = cmd.output().unwrap();
+        assert_exit_0(&o);
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // The 506 rows twice: at least two batches.
+    let all = "SELECT x_SourceRow, BilledCost FROM cost_and_usage \
+               UNION ALL SELECT x_SourceRow, BilledCost FROM cost_and_usage";
+    let csv = query("csv", all, None);
+    assert_eq!(csv.lines().count(), 1013, "one header and every row");
+    assert_eq!(csv.lines().next(), Some("x_SourceRow,BilledCost"));
+    assert_eq!(csv.matches("x_SourceRow").count(), 1, "one header");
+    assert_eq!(query("json", all, None).lines().count(), 1012);
+    let file = dir.path().join("rows.parquet");
+    assert_eq!(query("parquet", all, Some(&file)), "");
+    let read = |file: &std::path::Path| {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(file).unwrap(),
+        )
+        .unwrap();
+        let names: Vec<String> = reader
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+        (names, rows)
+    };
+    assert_eq!(
+        read(&file),
+        (vec!["x_SourceRow".into(), "BilledCost".into()], 1012)
+    );
+    // No rows: the columns all the same.
+    let none =
+        "SELECT x_SourceRow, BilledCost FROM cost_and_usage WHERE BilledCost IS NULL AND false";
+    assert_eq!(query("csv", none, None), "x_SourceRow,BilledCost\n");
+    assert_eq!(query("json", none, None), "");
+    let empty = dir.path().join("none.parquet");
+    query("parquet", none, Some(&empty));
+    assert_eq!(
+        read(&empty),
+        (vec!["x_SourceRow".into(), "BilledCost".into()], 0)
+    );
+}
