@@ -204,6 +204,31 @@ async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
             "after run {attempt}"
         );
     }
+    // An analyst's export of the table to the store: uploaded as it is written.
+    let o = env(&mut tally_cmd(), port)
+        .args([
+            "query",
+            "-t",
+            "s3://lake/focus",
+            "--format",
+            "parquet",
+            "--out",
+            "s3://lake/exports/cost_and_usage.parquet",
+            "SELECT * FROM cost_and_usage",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let exported =
+        std::fs::File::open(server.root().join("lake/exports/cost_and_usage.parquet")).unwrap();
+    let rows: usize =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(exported)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .sum();
+    assert_eq!(rows, 1309);
 }
 
 /// A Parquet export in a remote store is fetched into an unnamed spool file in the temp
