@@ -574,14 +574,7 @@ fn full_with_since_or_period_is_refused() {
 fn query_results_stream_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let o = tally_cmd()
-        .args(["run", "--source"])
-        .arg(root().join("sample-data/oci"))
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_exit_0(&o);
+    assert_exit_0(&run_one_off(&root().join("sample-data/oci"), &out));
     let query = |format: &str, sql: &str, to: Option<&std::path::Path>| {
         let mut cmd = tally_cmd();
         cmd.args([

@@ -162,20 +162,22 @@ async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
 
     let dir = tempfile::tempdir().unwrap();
     let job = cur_job(dir.path(), "s3");
-    let count = || {
+    // `tally query -t s3://lake/focus <args>`, which must succeed; its standard output.
+    let query = |args: &[&str]| {
         let o = env(&mut tally_cmd(), port)
-            .args([
-                "query",
-                "-t",
-                "s3://lake/focus",
-                "--format",
-                "csv",
-                "SELECT count(*) AS n, sum(BilledCost) AS billed FROM cost_and_usage",
-            ])
+            .args(["query", "-t", "s3://lake/focus"])
+            .args(args)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let count = || {
+        query(&[
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, sum(BilledCost) AS billed FROM cost_and_usage",
+        ])
     };
     for attempt in 0..3 {
         // The first run, a forced full rerun, then an incremental run with nothing new.
@@ -205,20 +207,13 @@ async fn a_job_reads_and_writes_s3_and_reruns_idempotently() {
         );
     }
     // An analyst's export of the table to the store: uploaded as it is written.
-    let o = env(&mut tally_cmd(), port)
-        .args([
-            "query",
-            "-t",
-            "s3://lake/focus",
-            "--format",
-            "parquet",
-            "--out",
-            "s3://lake/exports/cost_and_usage.parquet",
-            "SELECT * FROM cost_and_usage",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    query(&[
+        "--format",
+        "parquet",
+        "--out",
+        "s3://lake/exports/cost_and_usage.parquet",
+        "SELECT * FROM cost_and_usage",
+    ]);
     let exported =
         std::fs::File::open(server.root().join("lake/exports/cost_and_usage.parquet")).unwrap();
     let rows: usize =
