@@ -67,14 +67,16 @@ pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>
 
 /// Runs a query and writes its rows in the chosen format to `out` (a path or URL) or stdout as
 /// they come, so a large result is never held whole (an aligned `table` is: it is sized to its
-/// widest value). A result with no rows is still its columns: a CSV header, a Parquet file.
+/// widest value; Parquet holds one row group). A result with no rows is still its columns: a
+/// CSV header, a Parquet file. An object at `out` is replaced only once every row is written: a
+/// failed query leaves it as it was (and its upload abandoned). On stdout, a reader that stops
+/// reading (`| head`) ends the output without an error.
 pub async fn run_to(
     ctx: &SessionContext,
     sql: &str,
     format: OutputFormat,
     out: Option<&str>,
 ) -> Result<()> {
-    use futures::StreamExt;
     use tokio::io::AsyncWriteExt;
     if format == OutputFormat::Table {
         return write(&run_sql(ctx, sql).await?, format, out).await;
@@ -86,75 +88,125 @@ pub async fn run_to(
         .sql(sql)
         .await
         .map_err(|e| TallyError::Usage(format!("query: {e}")))?;
-    let schema: arrow::datatypes::SchemaRef = std::sync::Arc::new(df.schema().as_arrow().clone());
-    let mut rows = df.execute_stream().await?;
-    // Standard output, or an upload to the store (multipart on an object store).
-    let (mut sink, name) = match out {
-        None => (None, "stdout".to_string()),
-        Some(dest) => {
-            let url = crate::job::resolve_url(dest, &std::env::current_dir().unwrap_or_default());
-            let loc = storage::open(&url)?;
-            let w = object_store::buffered::BufWriter::new(loc.store.clone(), loc.path.clone());
-            (Some(w), url)
-        }
+    let rows = df.execute_stream().await?;
+    let Some(dest) = out else {
+        return match write_text(rows, format, None, "stdout").await {
+            Err(TallyError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
     };
+    let url = crate::job::resolve_url(dest, &std::env::current_dir().unwrap_or_default());
+    let loc = storage::open(&url)?;
+    // An upload in parts on an object store (a file renamed into place on a local one).
+    let mut sink = object_store::buffered::BufWriter::new(loc.store.clone(), loc.path.clone());
+    let written = match format {
+        OutputFormat::Parquet => write_parquet(rows, &mut sink, &url).await,
+        _ => match write_text(rows, format, Some(&mut sink), &url).await {
+            Ok(()) => sink.shutdown().await.map_err(|e| TallyError::Io {
+                path: url.clone(),
+                source: e,
+            }),
+            Err(e) => Err(e),
+        },
+    };
+    if written.is_err() {
+        // The parts uploaded so far are discarded; the object at `out` is untouched.
+        let _ = sink.abort().await;
+    }
+    written
+}
+
+/// Writes rows as CSV (one header) or JSON lines to `sink`, or stdout when it is `None`.
+async fn write_text(
+    mut rows: datafusion::execution::SendableRecordBatchStream,
+    format: OutputFormat,
+    mut sink: Option<&mut object_store::buffered::BufWriter>,
+    name: &str,
+) -> Result<()> {
+    use futures::StreamExt;
     let io = |e: std::io::Error| TallyError::Io {
-        path: name.clone(),
+        path: name.to_string(),
         source: e,
     };
-    match format {
-        OutputFormat::Parquet => {
-            let sink =
-                sink.ok_or_else(|| TallyError::Usage("--format parquet needs --out".into()))?;
-            let mut w = parquet::arrow::AsyncArrowWriter::try_new(sink, schema, None)
-                .map_err(|e| TallyError::Internal(e.to_string()))?;
-            while let Some(b) = rows.next().await {
-                w.write(&b?)
-                    .await
-                    .map_err(|e| TallyError::Internal(e.to_string()))?;
-            }
-            w.close()
-                .await
-                .map_err(|e| TallyError::Internal(format!("{name}: {e}")))?;
-            return Ok(());
+    let encode = |b: &RecordBatch, first: bool| -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        if format == OutputFormat::Csv {
+            arrow::csv::WriterBuilder::new()
+                .with_header(first)
+                .build(&mut buf)
+                .write(b)?;
+        } else {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(b)?;
+            w.finish()?;
         }
-        OutputFormat::Csv | OutputFormat::Json => {
-            let mut first = true;
-            let encode = |b: &RecordBatch, first: bool| -> Result<Vec<u8>> {
-                let mut buf = Vec::new();
-                if format == OutputFormat::Csv {
-                    arrow::csv::WriterBuilder::new()
-                        .with_header(first)
-                        .build(&mut buf)
-                        .write(b)?;
-                } else {
-                    let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-                    w.write(b)?;
-                    w.finish()?;
-                }
-                Ok(buf)
-            };
-            let mut put = async |bytes: Vec<u8>| match &mut sink {
-                Some(w) => w.write_all(&bytes).await,
-                None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes),
-            };
-            while let Some(b) = rows.next().await {
-                let b = b?;
-                put(encode(&b, first)?).await.map_err(io)?;
-                first = false;
-            }
-            if first && format == OutputFormat::Csv {
-                put(encode(&RecordBatch::new_empty(schema), true)?)
-                    .await
-                    .map_err(io)?;
+        Ok(buf)
+    };
+    let schema = rows.schema();
+    let mut first = true;
+    while let Some(b) = rows.next().await {
+        let bytes = encode(&b?, first)?;
+        first = false;
+        put(&mut sink, &bytes).await.map_err(io)?;
+    }
+    if first && format == OutputFormat::Csv {
+        // No rows: a CSV is still its header.
+        let header = encode(&RecordBatch::new_empty(schema), true)?;
+        put(&mut sink, &header).await.map_err(io)?;
+    }
+    if sink.is_none() {
+        std::io::Write::flush(&mut std::io::stdout()).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `sink`, or to stdout when it is `None`.
+async fn put(
+    sink: &mut Option<&mut object_store::buffered::BufWriter>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    match sink {
+        Some(w) => w.write_all(bytes).await,
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), bytes),
+    }
+}
+
+/// Writes rows as one Parquet file to `sink` (row groups of at most 131,072 rows), completing
+/// its upload.
+async fn write_parquet(
+    mut rows: datafusion::execution::SendableRecordBatchStream,
+    sink: &mut object_store::buffered::BufWriter,
+    name: &str,
+) -> Result<()> {
+    use futures::StreamExt;
+    // An I/O error underneath (the store's) is the store's; anything else names the file.
+    let err = |e: parquet::errors::ParquetError| match e {
+        parquet::errors::ParquetError::External(inner) => {
+            match inner.downcast::<std::io::Error>() {
+                Ok(io) => TallyError::Io {
+                    path: name.to_string(),
+                    source: *io,
+                },
+                Err(other) => TallyError::Internal(format!("{name}: {other}")),
             }
         }
-        OutputFormat::Table => unreachable!("written whole above"),
+        other => TallyError::Internal(format!("{name}: {other}")),
+    };
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .build();
+    let mut w =
+        parquet::arrow::AsyncArrowWriter::try_new(sink, rows.schema(), Some(props)).map_err(err)?;
+    while let Some(b) = rows.next().await {
+        w.write(&b?).await.map_err(err)?;
     }
-    match &mut sink {
-        Some(w) => w.shutdown().await.map_err(io),
-        None => std::io::Write::flush(&mut std::io::stdout()).map_err(io),
-    }
+    w.close().await.map_err(err)?;
+    Ok(())
 }
 
 /// Writes batches in the chosen format to `out` (a path or URL) or stdout.

@@ -631,4 +631,51 @@ fn query_results_stream_in_every_format() {
         read(&empty),
         (vec!["x_SourceRow".into(), "BilledCost".into()], 0)
     );
+
+    // A query that fails replaces nothing: the file at --out is as it was, with nothing beside it.
+    let kept = dir.path().join("kept");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::write(kept.join("rows.csv"), "old\n").unwrap();
+    let o = tally_cmd()
+        .args([
+            "query",
+            "-t",
+            out.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--out",
+        ])
+        .arg(kept.join("rows.csv"))
+        .arg("SELECT x_SourceRow / (x_SourceRow - 300) FROM cost_and_usage")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(kept.join("rows.csv")).unwrap(),
+        "old\n"
+    );
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 1);
+
+    // A reader that stops reading (`| head -1`) ends the output, not in an error.
+    let mut child = tally_cmd()
+        .args(["query", "-t", out.to_str().unwrap(), "--format", "csv"])
+        .arg("SELECT * FROM cost_and_usage, (SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3)")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains(','), "a CSV header: {first}");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
