@@ -22,7 +22,8 @@ SELECT
   CASE WHEN coalesce(min(b.Basis), 'effective') = 'billed'
     THEN sum(a.AllocatedBilledCost) ELSE sum(a.AllocatedEffectiveCost) END AS ChargedAmount,
   count(*) AS AllocatedRows
-FROM allocated_costs a
-LEFT JOIN chargeback_basis b ON b.Target = a.Target
+-- (the small table first: DataFusion holds it in memory and streams the allocations past it)
+FROM chargeback_basis b
+RIGHT JOIN allocated_costs a ON b.Target = a.Target
 GROUP BY 1, 2, 3, 4, 5, 6
 ORDER BY 1, 2, 3, 4, 5, 6

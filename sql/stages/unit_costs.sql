@@ -38,8 +38,9 @@ ai AS (
     a.Target, a.BillingPeriodStart, a.BillingCurrency, 'tokens' AS Metric, u.x_AiModel AS Model,
     sum(a.AllocatedEffectiveCost) AS Cost,
     sum(tally_share(u.x_AiTokenCount, a.AllocatedEffectiveCost, u.EffectiveCost)) AS Units
-  FROM allocated_costs a
-  JOIN cost_and_usage u ON u.x_SourceFile = a.x_SourceFile AND u.x_SourceRow = a.x_SourceRow
+  -- (the token charges first: DataFusion holds them in memory and streams the allocations past)
+  FROM cost_and_usage u
+  JOIN allocated_costs a ON u.x_SourceFile = a.x_SourceFile AND u.x_SourceRow = a.x_SourceRow
   WHERE u.x_AiTokenCount IS NOT NULL AND u.x_AiModel IS NOT NULL AND u.EffectiveCost <> CAST(0 AS DECIMAL(38, 18))
   GROUP BY 1, 2, 3, 4, 5
 )
