@@ -4,8 +4,8 @@ use arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 
 use crate::error::{Result, TallyError};
+use crate::storage;
 use crate::table::{self, names};
-use crate::{normalize, storage};
 
 /// Output formats for query results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -22,9 +22,10 @@ pub enum OutputFormat {
 
 /// A session with every table under `root` registered: `cost_and_usage`,
 /// `cost_and_usage_1_2`, `quarantine` and the SQL stages' tables (`invoice_reconciliation`, ...),
-/// `cost_and_usage` optionally as of a table version.
+/// `cost_and_usage` optionally as of a table version. Queries run in the stages' memory pool
+/// (`TALLY_STAGE_MEMORY_MB`): a sort over a whole table spills instead of growing without bound.
 pub async fn session_for(root: &str, version: Option<u64>) -> Result<SessionContext> {
-    let ctx = normalize::session()?;
+    let ctx = crate::stages::session()?;
     let mut any = false;
     for name in [
         names::COST_AND_USAGE,

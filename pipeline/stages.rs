@@ -430,7 +430,7 @@ fn memory_hint(message: &str) -> String {
 /// The session stages run in: tally's (see [`normalize::session`]), with a memory pool of
 /// [`memory_limit`] shared fairly by the query's spilling operators, which spill to the system's
 /// temporary folder beyond it.
-fn session() -> Result<datafusion::prelude::SessionContext> {
+pub(crate) fn session() -> Result<datafusion::prelude::SessionContext> {
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         // An error for want of memory names the operators that hold the most.
         .with_memory_pool(Arc::new(

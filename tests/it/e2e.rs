@@ -656,6 +656,17 @@ fn query_results_stream_in_every_format() {
     );
     assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 1);
 
+    // Queries run in the stages' memory pool: a sort that outgrows it says so.
+    let o = tally_cmd()
+        .args(["query", "-t", out.to_str().unwrap(), "--format", "csv"])
+        .arg("SELECT * FROM cost_and_usage ORDER BY x_SourceRow DESC")
+        .env("TALLY_STAGE_MEMORY_MB", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("Resources exhausted"), "{err}");
+
     // A reader that stops reading (`| head -1`) ends the output, not in an error.
     let mut child = tally_cmd()
         .args(["query", "-t", out.to_str().unwrap(), "--format", "csv"])
