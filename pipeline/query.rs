@@ -78,19 +78,28 @@ pub async fn run_to(
     format: OutputFormat,
     out: Option<&str>,
 ) -> Result<()> {
-    use tokio::io::AsyncWriteExt;
     if format == OutputFormat::Table {
         return write(&run_sql(ctx, sql).await?, format, out).await;
-    }
-    if format == OutputFormat::Parquet && out.is_none() {
-        return Err(TallyError::Usage("--format parquet needs --out".into()));
     }
     let df = ctx
         .sql(sql)
         .await
         .map_err(|e| TallyError::Usage(format!("query: {e}")))?;
-    let rows = df.execute_stream().await?;
+    write_rows(df.execute_stream().await?, format, out).await
+}
+
+/// Writes rows as they come in a streamed format (`csv`, `json`, `parquet`) to `out` (a path
+/// or URL) or stdout: see [`run_to`].
+async fn write_rows(
+    rows: datafusion::execution::SendableRecordBatchStream,
+    format: OutputFormat,
+    out: Option<&str>,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
     let Some(dest) = out else {
+        if format == OutputFormat::Parquet {
+            return Err(TallyError::Usage("--format parquet needs --out".into()));
+        }
         return match write_text(rows, format, None, "stdout").await {
             Err(TallyError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::BrokenPipe =>
@@ -210,52 +219,30 @@ async fn write_parquet(
     Ok(())
 }
 
-/// Writes batches in the chosen format to `out` (a path or URL) or stdout.
+/// Writes batches in the chosen format to `out` (a path or URL) or stdout: an aligned `table`
+/// whole, the other formats through [`write_rows`] (as `tally query` writes them).
 pub async fn write(batches: &[RecordBatch], format: OutputFormat, out: Option<&str>) -> Result<()> {
-    let mut buf: Vec<u8> = Vec::new();
-    match format {
-        OutputFormat::Table => {
-            buf.extend(
-                arrow::util::pretty::pretty_format_batches(batches)?
-                    .to_string()
-                    .into_bytes(),
-            );
-            buf.push(b'\n');
-        }
-        OutputFormat::Csv => {
-            let mut w = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut buf);
-            for b in batches {
-                w.write(b)?;
-            }
-        }
-        OutputFormat::Json => {
-            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
-            for b in batches {
-                w.write(b)?;
-            }
-            w.finish()?;
-        }
-        OutputFormat::Parquet => {
-            let Some(first) = batches.first() else {
-                return Err(TallyError::Usage(
+    if format != OutputFormat::Table {
+        let Some(first) = batches.first() else {
+            return match format {
+                OutputFormat::Parquet => Err(TallyError::Usage(
                     "the query returned no batches to write".into(),
-                ));
+                )),
+                _ => Ok(()),
             };
-            let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, first.schema(), None)
-                .map_err(|e| TallyError::Internal(e.to_string()))?;
-            for b in batches {
-                w.write(b)
-                    .map_err(|e| TallyError::Internal(e.to_string()))?;
-            }
-            w.close().map_err(|e| TallyError::Internal(e.to_string()))?;
-        }
+        };
+        let rows: Vec<datafusion::error::Result<RecordBatch>> =
+            batches.iter().map(|b| Ok(b.clone())).collect();
+        let rows = futures::stream::iter(rows);
+        let rows =
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(first.schema(), rows);
+        return write_rows(Box::pin(rows), format, out).await;
     }
+    let mut buf = arrow::util::pretty::pretty_format_batches(batches)?
+        .to_string()
+        .into_bytes();
+    buf.push(b'\n');
     match out {
-        None if format == OutputFormat::Parquet => {
-            Err(TallyError::Usage("--format parquet needs --out".into()))
-        }
         None => {
             use std::io::Write;
             std::io::stdout()
