@@ -206,36 +206,37 @@ pub fn latest_deliveries(
     current: &std::collections::BTreeMap<String, String>,
 ) -> (Vec<DiscoveredFile>, Vec<(DiscoveredFile, NotCurrent)>) {
     use std::collections::BTreeMap;
-    // period folder → (latest last-modified, its assembly folder), per assembly folder too
-    let mut newest: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut modified: BTreeMap<String, String> = BTreeMap::new();
+    // (period folder, assembly folder) → its latest last-modified
+    let mut modified: BTreeMap<(String, String), String> = BTreeMap::new();
     for f in &files {
-        if let Some((period, assembly)) = delivery(f.path.as_ref()) {
-            let m = modified.entry(assembly.clone()).or_default();
+        if let Some(key) = delivery(f.path.as_ref()) {
+            let m = modified.entry(key).or_default();
             if f.last_modified > *m {
                 *m = f.last_modified.clone();
             }
-            let e = newest.entry(period).or_default();
-            if (f.last_modified.as_str(), assembly.as_str()) > (e.0.as_str(), e.1.as_str()) {
-                *e = (f.last_modified.clone(), assembly);
-            }
         }
     }
-    // The manifest's delivery, where it has files here.
+    // period folder → its current delivery (last-modified, assembly folder): the manifest's,
+    // where it has files here, else the newest.
+    let mut chosen: BTreeMap<&str, (&str, &str)> = BTreeMap::new();
+    for ((period, assembly), at) in &modified {
+        let newest = chosen.entry(period).or_insert((at, assembly));
+        if (at.as_str(), assembly.as_str()) > *newest {
+            *newest = (at, assembly);
+        }
+    }
     for (period, assembly) in current {
-        if let (Some(e), Some(m)) = (newest.get_mut(period), modified.get(assembly)) {
-            *e = (m.clone(), assembly.clone());
+        if let Some((key, at)) = modified.get_key_value(&(period.clone(), assembly.clone())) {
+            chosen.insert(&key.0, (at, &key.1));
         }
     }
     let mut kept = Vec::new();
     let mut other = Vec::new();
     for f in files {
         match delivery(f.path.as_ref()) {
-            Some((period, assembly)) if newest[&period].1 != assembly => {
-                let (current_at, current) = &newest[&period];
-                let newer = (modified[&assembly].as_str(), assembly.as_str())
-                    > (current_at.as_str(), current.as_str());
-                let why = if newer {
+            Some((period, assembly)) if chosen[period.as_str()].1 != assembly => {
+                let at = modified[&(period.clone(), assembly.clone())].as_str();
+                let why = if (at, assembly.as_str()) > chosen[period.as_str()] {
                     NotCurrent::InProgress
                 } else {
                     NotCurrent::Superseded
@@ -434,7 +435,7 @@ pub async fn discover_all(loc: &Location) -> Result<Discovery> {
             },
         });
     }
-    let mut skipped: Vec<String> = Vec::new();
+    let mut not_exports: Vec<String> = Vec::new();
     let mut export_manifests: Vec<Path> = Vec::new();
     let metas: Vec<object_store::ObjectMeta> = loc
         .store
@@ -461,22 +462,22 @@ pub async fn discover_all(loc: &Location) -> Result<Discovery> {
                 if is_export_manifest(m.location.as_ref()) {
                     export_manifests.push(m.location);
                 } else {
-                    skipped.push(loc.url_of(&m.location));
+                    not_exports.push(loc.url_of(&m.location));
                 }
                 None
             }
         })
         .collect();
     files.sort_by(|a, b| a.path.cmp(&b.path));
-    if !skipped.is_empty() {
-        skipped.sort();
-        let zip = skipped
+    if !not_exports.is_empty() {
+        not_exports.sort();
+        let zip = not_exports
             .iter()
             .any(|u| u.to_ascii_lowercase().ends_with(".zip"));
         tracing::warn!(
             source = %loc.url_of(&loc.path),
-            count = skipped.len(),
-            files = ?skipped.iter().take(5).collect::<Vec<_>>(),
+            count = not_exports.len(),
+            files = ?not_exports.iter().take(5).collect::<Vec<_>>(),
             "objects that are not exports tally reads were skipped (it reads .csv, .csv.gz, .gz, .parquet, .jsonl, .ndjson, .json and their .gz){}",
             if zip { "; a ZIP-compressed CUR is not read: choose GZIP or Parquet in the report's settings" } else { "" }
         );
@@ -484,7 +485,7 @@ pub async fn discover_all(loc: &Location) -> Result<Discovery> {
     export_manifests.sort();
     Ok(Discovery {
         files,
-        not_exports: skipped,
+        not_exports,
         export_manifests,
         listed,
     })
