@@ -336,7 +336,7 @@ struct Plan {
     ids: IdBasis,
     /// Indexes of the candidates that are new or changed (all of them in a full run); the run
     /// reads them and every file sharing a partition with them (see [`closure`]).
-    work: Vec<usize>,
+    work: BTreeSet<usize>,
     /// Partitions that must be rebuilt whatever is read: those of changed and vanished files.
     touched: BTreeSet<PartitionKey>,
     /// The state of the run the tables reflect (see [`prior_state`]; empty for a first run).
@@ -514,7 +514,7 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
     let in_scope = |parts: &[(String, String, String)]| {
         options.periods.is_empty() || parts.iter().any(|p| options.periods.contains(&p.2))
     };
-    let mut work = Vec::new();
+    let mut work = BTreeSet::new();
     if options.full {
         // Every file is read again, and every partition the last run recorded is replaced: one
         // that no file feeds any more (its files deleted, or restated into other periods) is
@@ -535,13 +535,15 @@ async fn plan(job: &Job, options: &RunOptions, out: &storage::Location) -> Resul
             .since
             .is_none_or(|t| c.file.last_modified.as_str() >= t.to_rfc3339().as_str());
         match prior.get(&c.file.url) {
-            None if recent => work.push(i),
+            None if recent => {
+                work.insert(i);
+            }
             Some(p)
                 if recent
                     && file_changed(p, &c.file, job, &job.sources[c.source], &ids)
                     && in_scope(&p.partitions) =>
             {
-                work.push(i);
+                work.insert(i);
                 touched.extend(p.partitions.iter().cloned());
             }
             _ => {}
@@ -620,13 +622,13 @@ async fn execute(
     }
     let all_formats = formats::all()?;
     // Exports are full snapshots of their billing periods: a partition that is rebuilt is
-    // rebuilt from every file that feeds it. The files are read in path order, as a full run
+    // rebuilt from every file that feeds it. The files are read in URL order, as a full run
     // reads them, so a partition's rows come out in the same order (and with the same content
     // hash) whatever history led to the run. A new or changed file's partitions are known only
     // once it is read; if they turn out to be fed by files not read, the run starts its reading
-    // again with those files, in path order.
+    // again with those files, in URL order.
     let mut touched = plan.touched.clone();
-    let mut seed: BTreeSet<usize> = plan.work.iter().copied().collect();
+    let mut seed = plan.work.clone();
     let (sinks, ingest, done) = loop {
         let files = closure(&plan, &seed, &mut touched);
         let sharing = files.len() - seed.len();
@@ -652,7 +654,7 @@ async fn execute(
         }
         info!(
             files = all.len() - files.len(),
-            "new or changed files wrote to partitions that unchanged files feed: reading again, in path order"
+            "new or changed files wrote to partitions that unchanged files feed: reading again, in URL order"
         );
         abandon_all(sinks.into_staged()).await;
         forget_reads(m);
