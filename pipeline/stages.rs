@@ -212,20 +212,15 @@ pub async fn run_sql(
     let batches = df
         .collect()
         .await
-        .map_err(|e| sql_error(stage, e))?
+        .map_err(|e| sql_error(&stage.sql_path, e))?
         .into_iter()
         .map(|b| plain_batch(&schema, &b))
         .collect::<Result<Vec<_>>>()?;
     Ok((schema, batches))
 }
 
-/// A stage's SQL error, naming its file.
-fn sql_error(stage: &Stage, e: datafusion::error::DataFusionError) -> TallyError {
-    sql_error_at(&stage.sql_path, e)
-}
-
-/// [`sql_error`], for the stage whose SQL is at `path`.
-fn sql_error_at(path: &str, e: datafusion::error::DataFusionError) -> TallyError {
+/// The error of the stage whose SQL is at `path`, naming its file.
+fn sql_error(path: &str, e: datafusion::error::DataFusionError) -> TallyError {
     let message = e.to_string();
     TallyError::Sql {
         file: path.to_string(),
@@ -249,7 +244,10 @@ async fn plan_sql(
     stage: &Stage,
     ctx: &datafusion::prelude::SessionContext,
 ) -> Result<(datafusion::prelude::DataFrame, arrow::datatypes::SchemaRef)> {
-    let df = ctx.sql(&stage.sql).await.map_err(|e| sql_error(stage, e))?;
+    let df = ctx
+        .sql(&stage.sql)
+        .await
+        .map_err(|e| sql_error(&stage.sql_path, e))?;
     // Plain Utf8 whatever string type DataFusion chose (views from Delta reads), so the table's
     // schema and the content hash do not depend on the plan.
     let plain = |t: &arrow::datatypes::DataType| match t {
@@ -353,6 +351,12 @@ impl Passing {
             }),
             schema: schema.clone(),
         })
+    }
+
+    /// The rows' record, shared between the stream and the run; a panic while it was held
+    /// leaves it as it was.
+    fn lock(p: &std::sync::Mutex<Passing>) -> std::sync::MutexGuard<'_, Passing> {
+        p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn see(&mut self, b: &RecordBatch) -> Result<()> {
@@ -673,34 +677,27 @@ async fn write_streaming(
     let physical = df
         .create_physical_plan()
         .await
-        .map_err(|e| sql_error(stage, e))?;
+        .map_err(|e| sql_error(&stage.sql_path, e))?;
     tracing::debug!(
         plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
         "stage plan"
     );
     let rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())
-        .map_err(|e| sql_error(stage, e))?;
+        .map_err(|e| sql_error(&stage.sql_path, e))?;
     let passing = Arc::new(std::sync::Mutex::new(Passing::new(&schema, stage.csv)?));
     let seen = {
         let (passing, schema) = (passing.clone(), schema.clone());
         let stage_path = stage.sql_path.clone();
         rows.map(move |b| {
+            let mut p = Passing::lock(&passing);
+            let b = b
+                .map_err(|e| sql_error(&stage_path, e))
+                .and_then(|b| plain_batch(&schema, &b))
+                .and_then(|b| p.see(&b).map(|_| b));
             // The first error is kept as tally's own, to be returned whatever the write makes
             // of it.
-            let b = b
-                .map_err(|e| sql_error_at(&stage_path, e))
-                .and_then(|b| plain_batch(&schema, &b))
-                .and_then(|b| {
-                    let mut p = passing
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    p.see(&b).map(|_| b)
-                });
             b.map_err(|e| {
                 let message = e.to_string();
-                let mut p = passing
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 p.failed.get_or_insert(e);
                 DataFusionError::External(message.into())
             })
@@ -736,11 +733,7 @@ async fn write_streaming(
         .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
         .with_configuration([(table::KEEP_WHOLE_LOG.0, Some(table::KEEP_WHOLE_LOG.1))])
         .await;
-    let failed = passing
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .failed
-        .take();
+    let failed = Passing::lock(&passing).failed.take();
     if let Some(e) = failed {
         return Err(e);
     }
