@@ -150,6 +150,22 @@ pub fn manifests(out: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// A Parquet file's column names and its number of rows.
+pub fn parquet_columns_and_rows(file: &Path) -> (Vec<String>, usize) {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(file).unwrap(),
+    )
+    .unwrap();
+    let names = reader
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let rows = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
+    (names, rows)
+}
+
 /// The newest run manifest under an output root, as JSON.
 pub fn last_manifest(out: &Path) -> serde_json::Value {
     let path = manifests(out).pop().expect("a manifest");

@@ -602,22 +602,8 @@ fn query_results_stream_in_every_format() {
     assert_eq!(query("json", all, None).lines().count(), 1012);
     let file = dir.path().join("rows.parquet");
     assert_eq!(query("parquet", all, Some(&file)), "");
-    let read = |file: &std::path::Path| {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(file).unwrap(),
-        )
-        .unwrap();
-        let names: Vec<String> = reader
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let rows: usize = reader.build().unwrap().map(|b| b.unwrap().num_rows()).sum();
-        (names, rows)
-    };
     assert_eq!(
-        read(&file),
+        parquet_columns_and_rows(&file),
         (vec!["x_SourceRow".into(), "BilledCost".into()], 1012)
     );
     // No rows: the columns all the same.
@@ -628,7 +614,7 @@ fn query_results_stream_in_every_format() {
     let empty = dir.path().join("none.parquet");
     query("parquet", none, Some(&empty));
     assert_eq!(
-        read(&empty),
+        parquet_columns_and_rows(&empty),
         (vec!["x_SourceRow".into(), "BilledCost".into()], 0)
     );
 
