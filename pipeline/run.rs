@@ -125,6 +125,7 @@ async fn run_once(req: &RunRequest, wait: std::time::Duration) -> Result<Manifes
     let out = storage::open(&req.job.output.url)?;
     // Settings read later in the run are checked before it starts.
     crate::stages::memory_limit()?;
+    crate::stages::period_split_rows()?;
     // One run at a time per output; a run that cannot get the lock, or loses it before it
     // commits, writes no manifest.
     let lock = crate::lock::acquire(&out, &run_id, &req.job.job.name, wait).await?;

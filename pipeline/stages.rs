@@ -10,7 +10,17 @@
 //! -- @any_inputs: invoices, invoice_detail   optional, but the stage runs only if one is given
 //! -- @writes: invoice_reconciliation   the table it replaces, whole, on every run it runs
 //! -- @csv: true                        also <output>/exports/<table>.csv, for people
+//! -- @by_period: true                  run once per billing period (see below)
 //! ```
+//!
+//! A `@by_period` stage computes each row from one billing period's rows (an allocation per
+//! charge, weights per period) and orders its rows by `x_BillingPeriod` first. When the tables
+//! it reads hold more than [`period_split_rows`] rows over several periods, its query runs once
+//! per period (`x_BillingPeriod`), each run seeing only that period's rows of every `@reads`
+//! table (inputs whole), one after the other: the same rows in the same order as one query over
+//! everything (its `ORDER BY` must order every row, ties only between identical rows),
+//! in the memory one period needs rather than the whole history's. Below that, planning the
+//! query once per period would cost more than it saves (a second or so each).
 //!
 //! Stages run after the FOCUS tables are committed, in the order their reads require (a small
 //! DAG), each only when the job names every input it needs. Each run is recorded in the manifest
@@ -50,6 +60,8 @@ pub struct Stage {
     pub writes: String,
     /// Also write `<output>/exports/<writes>.csv`.
     pub csv: bool,
+    /// Run once per billing period of the tables read (`@by_period`, see the module docs).
+    pub by_period: bool,
 }
 
 /// A table a stage read or wrote, at a version.
@@ -162,6 +174,7 @@ fn parse(path: &str, sql: String) -> Result<Stage> {
             .collect(),
         any_inputs: list("any_inputs"),
         csv: h.one("csv").is_some_and(|v| v == "true"),
+        by_period: h.one("by_period").is_some_and(|v| v == "true"),
         sql_path: path.into(),
         sql,
     })
@@ -208,15 +221,222 @@ pub async fn run_sql(
     stage: &Stage,
     ctx: &datafusion::prelude::SessionContext,
 ) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
-    let (df, schema) = plan_sql(stage, ctx).await?;
-    let batches = df
-        .collect()
+    use futures::TryStreamExt;
+    let (schema, rows) = stage_rows(stage, ctx, period_split_rows()?).await?;
+    let batches = rows
+        .try_collect::<Vec<_>>()
         .await
         .map_err(|e| sql_error(&stage.sql_path, e))?
         .into_iter()
         .map(|b| plain_batch(&schema, &b))
         .collect::<Result<Vec<_>>>()?;
     Ok((schema, batches))
+}
+
+/// A stage's rows as they come from its query (a `@by_period` stage's over more than
+/// `split_rows` rows: one query per billing period, each run when the one before has ended), and
+/// the plain schema they are written with.
+async fn stage_rows(
+    stage: &Stage,
+    ctx: &datafusion::prelude::SessionContext,
+    split_rows: u64,
+) -> Result<(
+    arrow::datatypes::SchemaRef,
+    datafusion::execution::SendableRecordBatchStream,
+)> {
+    use futures::{StreamExt, TryStreamExt};
+    let (df, schema) = plan_sql(stage, ctx).await?;
+    let periods = if stage.by_period {
+        orders_by_period_first(stage, df.logical_plan())?;
+        periods_of(stage, ctx).await?
+    } else {
+        Periods::default()
+    };
+    if periods.periods.len() < 2 || periods.rows <= split_rows {
+        let rows = execute(df)
+            .await
+            .map_err(|e| sql_error(&stage.sql_path, e))?;
+        return Ok((schema, rows));
+    }
+    info!(
+        periods = periods.periods.len(),
+        rows = periods.rows,
+        "stage runs once per billing period"
+    );
+    let (ctx, plan, reads) = (ctx.clone(), df.logical_plan().clone(), stage.reads.clone());
+    let rows = futures::stream::iter(periods.periods)
+        .then(move |period| {
+            let ctx = ctx.clone();
+            let plan = of_period(&plan, &reads, period.as_deref());
+            async move {
+                tracing::debug!(period = ?period, "stage period");
+                execute(ctx.execute_logical_plan(plan?).await?).await
+            }
+        })
+        .try_flatten();
+    let df_schema = Arc::new(df.schema().as_arrow().clone());
+    Ok((
+        schema,
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(df_schema, rows)),
+    ))
+}
+
+/// Runs a planned query, logging its physical plan.
+async fn execute(
+    df: datafusion::prelude::DataFrame,
+) -> datafusion::error::Result<datafusion::execution::SendableRecordBatchStream> {
+    let task = Arc::new(df.task_ctx());
+    let physical = df.create_physical_plan().await?;
+    tracing::debug!(
+        plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
+        "stage plan"
+    );
+    datafusion::physical_plan::execute_stream(physical, task)
+}
+
+/// Checks that a `@by_period` stage's query ends in `ORDER BY x_BillingPeriod` (ascending,
+/// NULLs last, then whatever orders rows within a period): only then are its rows the same
+/// whether it runs whole or one period at a time.
+fn orders_by_period_first(
+    stage: &Stage,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<()> {
+    use datafusion::logical_expr::LogicalPlan;
+    let mut node = plan;
+    while let LogicalPlan::Projection(p) = node {
+        node = p.input.as_ref();
+    }
+    let first = match node {
+        LogicalPlan::Sort(sort) => sort.expr.first(),
+        _ => None,
+    };
+    match first {
+        Some(key)
+            if key.asc
+                && !key.nulls_first
+                && matches!(&key.expr, datafusion::prelude::Expr::Column(c) if c.name == PERIOD) =>
+        {
+            Ok(())
+        }
+        _ => Err(TallyError::Sql {
+            file: stage.sql_path.clone(),
+            message: format!(
+                "a @by_period stage must end in ORDER BY {PERIOD} (ascending, NULLs last) and then \
+                 whatever orders the rows of a period, so that its rows are the same run whole or \
+                 one period at a time"
+            ),
+        }),
+    }
+}
+
+/// Rows above which a `@by_period` stage runs once per billing period:
+/// `TALLY_STAGE_PERIOD_ROWS`, else 1,000,000.
+pub(crate) fn period_split_rows() -> Result<u64> {
+    match std::env::var("TALLY_STAGE_PERIOD_ROWS") {
+        Err(_) => Ok(1_000_000),
+        Ok(v) => v.trim().parse::<u64>().map_err(|_| {
+            TallyError::Usage(format!(
+                "TALLY_STAGE_PERIOD_ROWS={v:?}: a whole number of rows (0: always by period)"
+            ))
+        }),
+    }
+}
+
+/// The billing periods of the tables a `@by_period` stage reads, and their rows.
+#[derive(Default)]
+struct Periods {
+    /// In the order of `ORDER BY x_BillingPeriod` (ascending, a NULL period last).
+    periods: Vec<Option<String>>,
+    /// Rows of all the tables read.
+    rows: u64,
+}
+
+/// The billing periods (`x_BillingPeriod`) of the tables a `@by_period` stage reads.
+async fn periods_of(stage: &Stage, ctx: &datafusion::prelude::SessionContext) -> Result<Periods> {
+    let mut periods = BTreeSet::new();
+    let mut rows = 0;
+    for name in &stage.reads {
+        let table = ctx
+            .table(name.as_str())
+            .await
+            .map_err(|e| sql_error(&stage.sql_path, e))?;
+        if table.schema().field_with_unqualified_name(PERIOD).is_err() {
+            return Err(TallyError::Sql {
+                file: stage.sql_path.clone(),
+                message: format!("a @by_period stage reads {name}, which has no {PERIOD} column"),
+            });
+        }
+        let batches = table
+            .aggregate(
+                vec![period_column(None)],
+                vec![datafusion::functions_aggregate::count::count_all()],
+            )
+            .map_err(|e| sql_error(&stage.sql_path, e))?
+            .collect()
+            .await
+            .map_err(|e| sql_error(&stage.sql_path, e))?;
+        for b in batches {
+            let text = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8)?;
+            let text = arrow::array::AsArray::as_string::<i32>(&text);
+            periods.extend(text.iter().map(|v| v.map(String::from)));
+            let counts = arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(
+                b.column(1).as_ref(),
+            );
+            rows += counts.values().iter().map(|n| *n as u64).sum::<u64>();
+        }
+    }
+    // BTreeSet puts None first; SQL's ascending order puts NULL last.
+    let mut periods: Vec<Option<String>> = periods.into_iter().collect();
+    if periods.first() == Some(&None) {
+        periods.rotate_left(1);
+    }
+    Ok(Periods { periods, rows })
+}
+
+/// The partition column a `@by_period` stage's queries are split on.
+const PERIOD: &str = "x_BillingPeriod";
+
+/// `x_BillingPeriod`, of the table `table` when given.
+fn period_column(table: Option<datafusion::common::TableReference>) -> datafusion::prelude::Expr {
+    datafusion::prelude::Expr::Column(datafusion::common::Column::new(table, PERIOD))
+}
+
+/// `plan` with every scan of a table in `reads` (in subqueries too) filtered to the rows of
+/// billing period `period` (NULL when `None`). A table read that is not scanned as a table (a
+/// view, which the SQL planner inlines) cannot be filtered, and is an error.
+fn of_period(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    reads: &[String],
+    period: Option<&str>,
+) -> datafusion::error::Result<datafusion::logical_expr::LogicalPlan> {
+    use datafusion::common::tree_node::Transformed;
+    use datafusion::logical_expr::{Filter, LogicalPlan};
+    let mut filtered: BTreeSet<String> = BTreeSet::new();
+    let plan = plan
+        .clone()
+        .transform_up_with_subqueries(|node| match node {
+            LogicalPlan::TableScan(scan) if reads.iter().any(|r| scan.table_name.table() == r) => {
+                filtered.insert(scan.table_name.table().to_string());
+                let column = period_column(Some(scan.table_name.clone()));
+                let predicate = match period {
+                    Some(p) => column.eq(datafusion::prelude::lit(p)),
+                    None => column.is_null(),
+                };
+                Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+                    predicate,
+                    Arc::new(LogicalPlan::TableScan(scan)),
+                )?)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    match reads.iter().find(|r| !filtered.contains(*r)) {
+        Some(r) => Err(datafusion::error::DataFusionError::Plan(format!(
+            "a @by_period stage reads {r}, which its query does not scan as a table (a view?): \
+             its rows could not be limited to one billing period"
+        ))),
+        None => Ok(plan),
+    }
 }
 
 /// The error of the stage whose SQL is at `path`, naming its file.
@@ -673,17 +893,7 @@ async fn write_streaming(
 ) -> Result<(deltalake::DeltaTable, u64, String, Option<Vec<u8>>)> {
     use datafusion::error::DataFusionError;
     use futures::StreamExt;
-    let (df, schema) = plan_sql(stage, ctx).await?;
-    let physical = df
-        .create_physical_plan()
-        .await
-        .map_err(|e| sql_error(&stage.sql_path, e))?;
-    tracing::debug!(
-        plan = %datafusion::physical_plan::displayable(physical.as_ref()).indent(false),
-        "stage plan"
-    );
-    let rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())
-        .map_err(|e| sql_error(&stage.sql_path, e))?;
+    let (schema, rows) = stage_rows(stage, ctx, period_split_rows()?).await?;
     let passing = Arc::new(std::sync::Mutex::new(Passing::new(&schema, stage.csv)?));
     let seen = {
         let (passing, schema) = (passing.clone(), schema.clone());
@@ -818,4 +1028,90 @@ async fn put_csv(root: &str, name: &str, buf: Vec<u8>) -> Result<()> {
         .await
         .map_err(|e| loc.err("put", &path, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of a `@by_period` stage over four rows in two periods and NULL, split into one
+    /// query per period above `split_rows` rows.
+    async fn rows_of(sql: &str, split_rows: u64) -> Result<Vec<String>> {
+        rows_reading("t", sql, split_rows).await
+    }
+
+    /// [`rows_of`], the stage reading `reads` (`t`, or `v`: a view of it).
+    async fn rows_reading(reads: &str, sql: &str, split_rows: u64) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        let ctx = session()?;
+        ctx.register_batch(
+            "t",
+            RecordBatch::try_from_iter([
+                (
+                    PERIOD,
+                    Arc::new(arrow::array::StringArray::from(vec![
+                        Some("2024-02"),
+                        Some("2024-01"),
+                        None,
+                        Some("2024-01"),
+                    ])) as arrow::array::ArrayRef,
+                ),
+                (
+                    "n",
+                    Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3, 4])),
+                ),
+            ])?,
+        )?;
+        ctx.sql("CREATE VIEW v AS SELECT * FROM t").await?;
+        let text =
+            format!("-- @stage: s\n-- @reads: {reads}\n-- @writes: s\n-- @by_period: true\n{sql}");
+        let stage = parse("s.sql", text)?;
+        assert!(stage.by_period);
+        let (_, rows) = stage_rows(&stage, &ctx, split_rows).await?;
+        let batches: Vec<RecordBatch> = rows.try_collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                out.push(format!(
+                    "{} {}",
+                    arrow::util::display::array_value_to_string(b.column(0), i)?,
+                    arrow::util::display::array_value_to_string(b.column(1), i)?
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_by_period_stage_must_order_by_period_first_with_nulls_last() {
+        for sql in [
+            "SELECT * FROM t ORDER BY n",
+            "SELECT * FROM t",
+            "SELECT * FROM t ORDER BY x_BillingPeriod DESC, n",
+            "SELECT * FROM t ORDER BY x_BillingPeriod NULLS FIRST, n",
+        ] {
+            let e = rows_of(sql, 0).await.unwrap_err().to_string();
+            assert!(
+                e.contains("must end in ORDER BY x_BillingPeriod"),
+                "{sql}: {e}"
+            );
+        }
+        // A view read as the stage's table cannot be limited to a period: an error, not every
+        // row once per period.
+        let e = rows_reading("v", "SELECT * FROM v ORDER BY x_BillingPeriod, n", 0)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not scan as a table"), "{e}");
+        // Whole, and one query per period (each seeing only its rows; NULL last as in SQL):
+        // the same rows in the same order.
+        for split_rows in [u64::MAX, 0] {
+            assert_eq!(
+                rows_of("SELECT * FROM t ORDER BY x_BillingPeriod, n", split_rows)
+                    .await
+                    .unwrap(),
+                ["2024-01 2", "2024-01 4", "2024-02 1", " 3"]
+            );
+        }
+    }
 }

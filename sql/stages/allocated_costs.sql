@@ -19,6 +19,10 @@
 --                    charge's day (e.g. tokens per application per day)
 -- 3. Everything else goes to its tag value, or to the explicit target 'unallocated'.
 --
+-- No row combines charges of two billing periods (proportional weights are per period, metric
+-- weights per day), and rows are ordered by period first: a long history runs one period at a
+-- time (@by_period).
+--
 -- Money is conserved to the last digit: each share is amount × weight / Σ weights truncated at
 -- the 18th decimal place (tally_share), and what truncation leaves over (under 1e-18 per target)
 -- goes to the first target by name, so the shares of a charge add up to the charge exactly.
@@ -29,6 +33,7 @@
 -- @inputs: allocation_rules, tag_aliases
 -- @optional_inputs: usage_metrics, account_tags
 -- @writes: allocated_costs
+-- @by_period: true
 
 WITH
 tag_rule AS (
@@ -194,4 +199,7 @@ stranded AS (
 SELECT * FROM direct
 UNION ALL SELECT * FROM split
 UNION ALL SELECT * FROM stranded
-ORDER BY x_SourceFile, x_SourceRow, Target
+-- Every column that can tell two rows apart: a commitment fee's source row is two charges (the
+-- fee and its unused part), with the same lineage and target.
+ORDER BY x_BillingPeriod, x_SourceFile, x_SourceRow, Target, Method, Rule,
+  AllocatedEffectiveCost, AllocatedBilledCost
