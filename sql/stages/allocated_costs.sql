@@ -71,6 +71,9 @@ costs AS (
     c.SubAccountName, c.ResourceType, c.RegionId, c.SkuId, c.ServiceProviderName, c.ChargeDescription,
     c.CommitmentDiscountId, c.x_AiTokenClass,
     c.EffectiveCost, c.BilledCost,
+    -- The charge within its source row: an AWS commitment fee with unused capacity is two
+    -- charges of one source row (the fee, and its 'Unused' part), allocated separately.
+    c.x_SourceRow * 2 + CASE WHEN c.CommitmentDiscountStatus = 'Unused' THEN 1 ELSE 0 END AS charge_key,
     tally_tag(c.Tags, n.names) AS own_tag,
     coalesce(r.value, i.value) AS inherited_tag
   FROM cost_and_usage c CROSS JOIN tag_names n
@@ -82,7 +85,7 @@ shared_rules AS (
 ),
 -- Each charge's shared rule, if one matches: the first by name.
 matched AS (
-  SELECT c.x_SourceFile, c.x_SourceRow, min(r.Rule) AS rule
+  SELECT c.x_SourceFile, c.charge_key, min(r.Rule) AS rule
   FROM costs c
   JOIN shared_rules r ON r.MatchValue = CASE r.MatchColumn
       WHEN 'ServiceName' THEN c.ServiceName
@@ -109,7 +112,7 @@ matched AS (
 -- first side of a join is the one held in memory, the charges stream past it.)
 classified AS (
   SELECT c.*, m.rule
-  FROM matched m RIGHT JOIN costs c ON m.x_SourceFile = c.x_SourceFile AND m.x_SourceRow = c.x_SourceRow
+  FROM matched m RIGHT JOIN costs c ON m.x_SourceFile = c.x_SourceFile AND m.charge_key = c.charge_key
 ),
 direct AS (
   SELECT
@@ -139,7 +142,7 @@ metric_day AS (
 ),
 weights AS (
   SELECT
-    c.x_SourceFile, c.x_SourceRow, r.Rule, r.Method, r.Target,
+    c.x_SourceFile, c.charge_key, r.Rule, r.Method, r.Target,
     CASE r.Method
       WHEN 'even' THEN CAST(1 AS DECIMAL(38, 18))
       WHEN 'fixed' THEN CASE WHEN f.Rule IS NOT NULL THEN r.Percent END
@@ -158,29 +161,29 @@ positive AS (
   SELECT * FROM weights WHERE weight > CAST(0 AS DECIMAL(38, 18))
 ),
 totals AS (
-  SELECT x_SourceFile, x_SourceRow, sum(weight) AS total FROM positive GROUP BY 1, 2
+  SELECT x_SourceFile, charge_key, sum(weight) AS total FROM positive GROUP BY 1, 2
 ),
 shares AS (
   SELECT
     c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
     c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ServiceCategory, c.ServiceName,
-    c.SubAccountId, p.Target, p.Method, p.Rule, c.EffectiveCost, c.BilledCost,
+    c.SubAccountId, p.Target, p.Method, p.Rule, c.EffectiveCost, c.BilledCost, c.charge_key,
     tally_share(c.EffectiveCost, p.weight, t.total) AS eff,
     tally_share(c.BilledCost, p.weight, t.total) AS billed,
-    row_number() OVER (PARTITION BY c.x_SourceFile, c.x_SourceRow ORDER BY p.Target) AS k
+    row_number() OVER (PARTITION BY c.x_SourceFile, c.charge_key ORDER BY p.Target) AS k
   FROM positive p
-  JOIN totals t ON t.x_SourceFile = p.x_SourceFile AND t.x_SourceRow = p.x_SourceRow
-  JOIN classified c ON c.x_SourceFile = p.x_SourceFile AND c.x_SourceRow = p.x_SourceRow
+  JOIN totals t ON t.x_SourceFile = p.x_SourceFile AND t.charge_key = p.charge_key
+  JOIN classified c ON c.x_SourceFile = p.x_SourceFile AND c.charge_key = p.charge_key
 ),
 split AS (
   SELECT
     x_SourceFile, x_SourceRow, x_SourceProvider, BillingAccountId, x_BillingPeriod, BillingPeriodStart,
     BillingCurrency, ChargePeriodStart, ServiceCategory, ServiceName, SubAccountId, Target, Method, Rule,
     eff + CASE WHEN k = 1
-      THEN EffectiveCost - sum(eff) OVER (PARTITION BY x_SourceFile, x_SourceRow)
+      THEN EffectiveCost - sum(eff) OVER (PARTITION BY x_SourceFile, charge_key)
       ELSE CAST(0 AS DECIMAL(38, 18)) END AS AllocatedEffectiveCost,
     billed + CASE WHEN k = 1
-      THEN BilledCost - sum(billed) OVER (PARTITION BY x_SourceFile, x_SourceRow)
+      THEN BilledCost - sum(billed) OVER (PARTITION BY x_SourceFile, charge_key)
       ELSE CAST(0 AS DECIMAL(38, 18)) END AS AllocatedBilledCost
   FROM shares
 ),
@@ -193,13 +196,13 @@ stranded AS (
     c.SubAccountId, 'unallocated' AS Target, 'unallocated' AS Method, c.rule AS Rule,
     c.EffectiveCost AS AllocatedEffectiveCost, c.BilledCost AS AllocatedBilledCost
   FROM totals t
-  RIGHT JOIN classified c ON t.x_SourceFile = c.x_SourceFile AND t.x_SourceRow = c.x_SourceRow
+  RIGHT JOIN classified c ON t.x_SourceFile = c.x_SourceFile AND t.charge_key = c.charge_key
   WHERE c.rule IS NOT NULL AND t.x_SourceFile IS NULL
 )
 SELECT * FROM direct
 UNION ALL SELECT * FROM split
 UNION ALL SELECT * FROM stranded
--- Every column that can tell two rows apart: a commitment fee's source row is two charges (the
--- fee and its unused part), with the same lineage and target.
+-- Every column that can tell two rows apart: a commitment fee's source row can be two charges
+-- (the fee and its unused part), with the same lineage and target.
 ORDER BY x_BillingPeriod, x_SourceFile, x_SourceRow, Target, Method, Rule,
   AllocatedEffectiveCost, AllocatedBilledCost
