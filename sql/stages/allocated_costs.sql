@@ -55,13 +55,13 @@ inherited AS (
   WHERE lower(trim(Key)) IN (SELECT k FROM key_spellings) AND trim(Value) <> ''
   GROUP BY 1
 ),
--- The most specific scope that prefixes a charge's ResourceId (a resource group).
+-- The most specific scope that prefixes a ResourceId (a resource group), per resource: it
+-- depends on the ResourceId alone, and resources are far fewer than charges.
 by_resource AS (
-  SELECT c.x_SourceFile, c.x_SourceRow, first_value(i.value ORDER BY length(i.scope) DESC) AS value
-  FROM cost_and_usage c
-  JOIN inherited i ON c.ResourceId IS NOT NULL
-    AND lower(c.ResourceId) LIKE lower(i.scope) || '/%'
-  GROUP BY 1, 2
+  SELECT r.ResourceId, first_value(i.value ORDER BY length(i.scope) DESC) AS value
+  FROM (SELECT DISTINCT ResourceId FROM cost_and_usage WHERE ResourceId IS NOT NULL) r
+  JOIN inherited i ON lower(r.ResourceId) LIKE lower(i.scope) || '/%'
+  GROUP BY 1
 ),
 costs AS (
   SELECT
@@ -77,7 +77,7 @@ costs AS (
     tally_tag(c.Tags, n.names) AS own_tag,
     coalesce(r.value, i.value) AS inherited_tag
   FROM cost_and_usage c CROSS JOIN tag_names n
-  LEFT JOIN by_resource r ON r.x_SourceFile = c.x_SourceFile AND r.x_SourceRow = c.x_SourceRow
+  LEFT JOIN by_resource r ON r.ResourceId = c.ResourceId
   LEFT JOIN inherited i ON i.scope = c.SubAccountId
 ),
 shared_rules AS (
