@@ -19,6 +19,13 @@ fn job_with_invoices(dir: &Path, out: &Path, invoices: &Path) -> std::path::Path
     job
 }
 
+/// The sample job written as `<dir>/<name>.toml`, its output at `<dir>/<name>`: (job, output).
+fn sample_job_file(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (job, out) = (dir.join(format!("{name}.toml")), dir.join(name));
+    std::fs::write(&job, sample_job_text(&out)).unwrap();
+    (job, out)
+}
+
 fn run(job: &Path) -> std::process::Output {
     tally_cmd()
         .args(["run", job.to_str().unwrap()])
@@ -408,9 +415,7 @@ async fn a_focus_invoice_detail_dataset_reconciles_its_cost_and_usage() {
 #[test]
 fn a_stage_query_that_outgrows_its_memory_pool_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let job = dir.path().join("job.toml");
-    std::fs::write(&job, sample_job_text(&out)).unwrap();
+    let (job, out) = sample_job_file(dir.path(), "sample");
     let run = |mb: &str| {
         tally_cmd()
             .args(["run", job.to_str().unwrap(), "--full"])
@@ -517,9 +522,7 @@ fn a_by_period_stage_writes_the_same_bytes_whole_or_one_period_at_a_time() {
     let mut written = Vec::new();
     // 0: every @by_period stage runs once per period; 10^9: the sample runs whole.
     for split in ["0", "1000000000"] {
-        let out = dir.path().join(format!("out-{split}"));
-        let job = dir.path().join(format!("job-{split}.toml"));
-        std::fs::write(&job, sample_job_text(&out)).unwrap();
+        let (job, out) = sample_job_file(dir.path(), &format!("sample-{split}"));
         let o = tally_cmd()
             .args(["run", job.to_str().unwrap()])
             .env("TALLY_STAGE_PERIOD_ROWS", split)
@@ -563,9 +566,7 @@ fn a_by_period_stage_writes_the_same_bytes_whole_or_one_period_at_a_time() {
 #[test]
 fn a_bad_period_split_setting_is_refused_before_the_run() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let job = dir.path().join("job.toml");
-    std::fs::write(&job, sample_job_text(&out)).unwrap();
+    let (job, out) = sample_job_file(dir.path(), "sample");
     let o = tally_cmd()
         .args(["run", job.to_str().unwrap()])
         .env("TALLY_STAGE_PERIOD_ROWS", "1M")
