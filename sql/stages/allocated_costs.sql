@@ -56,9 +56,10 @@ inherited AS (
   GROUP BY 1
 ),
 -- The most specific scope that prefixes a ResourceId (a resource group), per resource: it
--- depends on the ResourceId alone, and resources are far fewer than charges.
+-- depends on the ResourceId alone, and resources are far fewer than charges. Two scopes that
+-- differ only in case are equally specific: the smaller value wins, whatever order they come in.
 by_resource AS (
-  SELECT r.ResourceId, first_value(i.value ORDER BY length(i.scope) DESC) AS value
+  SELECT r.ResourceId, first_value(i.value ORDER BY length(i.scope) DESC, i.value) AS value
   FROM (SELECT DISTINCT ResourceId FROM cost_and_usage WHERE ResourceId IS NOT NULL) r
   JOIN inherited i ON lower(r.ResourceId) LIKE lower(i.scope) || '/%'
   GROUP BY 1
@@ -170,7 +171,9 @@ shares AS (
     c.SubAccountId, p.Target, p.Method, p.Rule, c.EffectiveCost, c.BilledCost, c.charge_key,
     tally_share(c.EffectiveCost, p.weight, t.total) AS eff,
     tally_share(c.BilledCost, p.weight, t.total) AS billed,
-    row_number() OVER (PARTITION BY c.x_SourceFile, c.charge_key ORDER BY p.Target) AS k
+    -- (A target a rule names twice is ordered by its weight too, so which of its rows takes
+    -- the remainder does not depend on the order rows arrive in.)
+    row_number() OVER (PARTITION BY c.x_SourceFile, c.charge_key ORDER BY p.Target, p.weight) AS k
   FROM positive p
   JOIN totals t ON t.x_SourceFile = p.x_SourceFile AND t.charge_key = p.charge_key
   JOIN classified c ON c.x_SourceFile = p.x_SourceFile AND c.charge_key = p.charge_key
