@@ -529,15 +529,14 @@ pub fn register(ctx: &SessionContext) -> Result<()> {
         Arc::new(|args: &[ColumnarValue]| {
             let a = arrays(args)?;
             let (tags, keys) = (as_str(&a[0])?, as_str(&a[1])?);
-            let mut b = StringBuilder::new();
-            for i in 0..tags.len() {
-                b.append_option(
-                    (!tags.is_null(i) && !keys.is_null(i))
-                        .then(|| tag_value(tags.value(i), keys.value(i)))
-                        .flatten(),
-                );
-            }
-            Ok(ColumnarValue::Array(Arc::new(b.finish())))
+            // A resource's tags repeat on every one of its charges: each distinct object is
+            // parsed once per batch.
+            let out = per_distinct(
+                tags.len(),
+                |i| (tags.is_valid(i) && keys.is_valid(i)).then(|| (tags.value(i), keys.value(i))),
+                |(t, k)| tag_value(t, k),
+            );
+            Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     ));
     let d = decimal::data_type();
