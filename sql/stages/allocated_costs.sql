@@ -141,22 +141,36 @@ metric_day AS (
   SELECT date_trunc('day', Date) AS day, Target, Metric, sum(Value) AS value
   FROM usage_metrics GROUP BY 1, 2, 3
 ),
-weights AS (
-  SELECT
-    c.x_SourceFile, c.charge_key, r.Rule, r.Method, r.Target,
-    CASE r.Method
-      WHEN 'even' THEN CAST(1 AS DECIMAL(38, 18))
-      WHEN 'fixed' THEN CASE WHEN f.Rule IS NOT NULL THEN r.Percent END
-      WHEN 'proportional' THEN o.own
-      WHEN 'metric' THEN md.value
-    END AS weight
+-- Each target of a shared charge's rule, then what its weight depends on, one join at a time
+-- with the small side first: a `charges LEFT JOIN small` would hold every shared charge in
+-- memory instead.
+targets AS (
+  SELECT c.x_SourceFile, c.charge_key, c.ChargePeriodStart, c.BillingPeriodStart, c.BillingCurrency,
+    r.Rule, r.Method, r.Target, r.Percent, r.Metric
   FROM allocation_rules r
   JOIN classified c ON r.Rule = c.rule AND r.Target IS NOT NULL
-  LEFT JOIN fixed_ok f ON f.Rule = r.Rule
-  LEFT JOIN own_cost o ON r.Method = 'proportional' AND o.Target = r.Target
-    AND o.BillingPeriodStart = c.BillingPeriodStart AND o.BillingCurrency = c.BillingCurrency
-  LEFT JOIN metric_day md ON r.Method = 'metric' AND md.Target = r.Target AND md.Metric = r.Metric
-    AND md.day = date_trunc('day', c.ChargePeriodStart)
+),
+fixed_targets AS (
+  SELECT t.*, f.Rule IS NOT NULL AS adds_up
+  FROM fixed_ok f RIGHT JOIN targets t ON f.Rule = t.Rule
+),
+own_targets AS (
+  SELECT t.*, o.own
+  FROM own_cost o
+  RIGHT JOIN fixed_targets t ON t.Method = 'proportional' AND o.Target = t.Target
+    AND o.BillingPeriodStart = t.BillingPeriodStart AND o.BillingCurrency = t.BillingCurrency
+),
+weights AS (
+  SELECT t.x_SourceFile, t.charge_key, t.Rule, t.Method, t.Target,
+    CASE t.Method
+      WHEN 'even' THEN CAST(1 AS DECIMAL(38, 18))
+      WHEN 'fixed' THEN CASE WHEN t.adds_up THEN t.Percent END
+      WHEN 'proportional' THEN t.own
+      WHEN 'metric' THEN md.value
+    END AS weight
+  FROM metric_day md
+  RIGHT JOIN own_targets t ON t.Method = 'metric' AND md.Target = t.Target AND md.Metric = t.Metric
+    AND md.day = date_trunc('day', t.ChargePeriodStart)
 ),
 positive AS (
   SELECT * FROM weights WHERE weight > CAST(0 AS DECIMAL(38, 18))
@@ -168,27 +182,35 @@ shares AS (
   SELECT
     c.x_SourceFile, c.x_SourceRow, c.x_SourceProvider, c.BillingAccountId, c.x_BillingPeriod,
     c.BillingPeriodStart, c.BillingCurrency, c.ChargePeriodStart, c.ServiceCategory, c.ServiceName,
-    c.SubAccountId, p.Target, p.Method, p.Rule, c.EffectiveCost, c.BilledCost, c.charge_key,
+    c.SubAccountId, p.Target, p.Method, p.Rule, c.EffectiveCost, c.BilledCost, c.charge_key, p.weight,
     tally_share(c.EffectiveCost, p.weight, t.total) AS eff,
-    tally_share(c.BilledCost, p.weight, t.total) AS billed,
-    -- (A target a rule names twice is ordered by its weight too, so which of its rows takes
-    -- the remainder does not depend on the order rows arrive in.)
-    row_number() OVER (PARTITION BY c.x_SourceFile, c.charge_key ORDER BY p.Target, p.weight) AS k
-  FROM positive p
-  JOIN totals t ON t.x_SourceFile = p.x_SourceFile AND t.charge_key = p.charge_key
+    tally_share(c.BilledCost, p.weight, t.total) AS billed
+  FROM totals t
+  JOIN positive p ON t.x_SourceFile = p.x_SourceFile AND t.charge_key = p.charge_key
   JOIN classified c ON c.x_SourceFile = p.x_SourceFile AND c.charge_key = p.charge_key
+),
+-- What truncating the shares leaves over goes to the first target by name (then by weight: a
+-- target a rule names twice), the last of a charge's rows in this order, once the shares before
+-- it are summed. (These windows hold one charge's rows at a time; a sum over a whole partition
+-- would hold every shared charge in memory, outside the stage's memory pool.)
+running AS (
+  SELECT *,
+    sum(eff) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS eff_so_far,
+    sum(billed) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC
+      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS billed_so_far,
+    lead(1, 1, 0) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC) AS more
+  FROM shares
 ),
 split AS (
   SELECT
     x_SourceFile, x_SourceRow, x_SourceProvider, BillingAccountId, x_BillingPeriod, BillingPeriodStart,
     BillingCurrency, ChargePeriodStart, ServiceCategory, ServiceName, SubAccountId, Target, Method, Rule,
-    eff + CASE WHEN k = 1
-      THEN EffectiveCost - sum(eff) OVER (PARTITION BY x_SourceFile, charge_key)
+    eff + CASE WHEN more = 0 THEN EffectiveCost - eff_so_far
       ELSE CAST(0 AS DECIMAL(38, 18)) END AS AllocatedEffectiveCost,
-    billed + CASE WHEN k = 1
-      THEN BilledCost - sum(billed) OVER (PARTITION BY x_SourceFile, charge_key)
+    billed + CASE WHEN more = 0 THEN BilledCost - billed_so_far
       ELSE CAST(0 AS DECIMAL(38, 18)) END AS AllocatedBilledCost
-  FROM shares
+  FROM running
 ),
 -- A shared charge no target could take (no positive weight: no usage that day, no own cost,
 -- percentages not adding up to 100) stays visible as unallocated, with its rule named.
