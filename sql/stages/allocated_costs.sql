@@ -55,13 +55,14 @@ inherited AS (
   WHERE lower(trim(Key)) IN (SELECT k FROM key_spellings) AND trim(Value) <> ''
   GROUP BY 1
 ),
--- The most specific scope that prefixes a ResourceId (a resource group), per resource: it
+-- The most specific scope that prefixes a ResourceId (a resource group; compared as plain text,
+-- case-insensitively: `_` and `%` in a group's name are not wildcards), per resource: it
 -- depends on the ResourceId alone, and resources are far fewer than charges. Two scopes that
 -- differ only in case are equally specific: the smaller value wins, whatever order they come in.
 by_resource AS (
-  SELECT r.ResourceId, first_value(i.value ORDER BY length(i.scope) DESC, i.value) AS value
+  SELECT r.ResourceId, first_value(i.value ORDER BY length(lower(i.scope)) DESC, i.value) AS value
   FROM (SELECT DISTINCT ResourceId FROM cost_and_usage WHERE ResourceId IS NOT NULL) r
-  JOIN inherited i ON lower(r.ResourceId) LIKE lower(i.scope) || '/%'
+  JOIN inherited i ON starts_with(lower(r.ResourceId), lower(i.scope) || '/')
   GROUP BY 1
 ),
 costs AS (
@@ -189,17 +190,17 @@ shares AS (
   JOIN positive p ON t.x_SourceFile = p.x_SourceFile AND t.charge_key = p.charge_key
   JOIN classified c ON c.x_SourceFile = p.x_SourceFile AND c.charge_key = p.charge_key
 ),
--- What truncating the shares leaves over goes to the first target by name (then by weight: a
--- target a rule names twice), the last of a charge's rows in this order, once the shares before
--- it are summed. (These windows hold one charge's rows at a time; a sum over a whole partition
+-- What truncating the shares leaves over goes to the first target by name (then by weight and
+-- method: a target a rule names twice), the last of a charge's rows in this order, once the
+-- shares before it are summed. (These windows hold one charge's rows at a time; a sum over a whole partition
 -- would hold every shared charge in memory, outside the stage's memory pool.)
 running AS (
   SELECT *,
-    sum(eff) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC
+    sum(eff) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS eff_so_far,
-    sum(billed) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC
+    sum(billed) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS billed_so_far,
-    lead(1, 1, 0) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC) AS more
+    lead(1, 1, 0) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC) AS more
   FROM shares
 ),
 split AS (
