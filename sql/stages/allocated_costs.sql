@@ -192,15 +192,18 @@ shares AS (
 ),
 -- What truncating the shares leaves over goes to the first target by name (then by weight and
 -- method: a target a rule names twice), the last of a charge's rows in this order, once the
--- shares before it are summed. (These windows hold one charge's rows at a time; a sum over a whole partition
--- would hold every shared charge in memory, outside the stage's memory pool.)
+-- shares before it are summed. (These windows hold one charge's rows at a time; a sum over a
+-- whole partition would hold every shared charge in memory, outside the stage's memory pool.)
 running AS (
   SELECT *,
-    sum(eff) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC
+    sum(eff) OVER (
+      PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS eff_so_far,
-    sum(billed) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC
+    sum(billed) OVER (
+      PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC
       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS billed_so_far,
-    lead(1, 1, 0) OVER (PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC) AS more
+    lead(1, 1, 0) OVER (
+      PARTITION BY x_SourceFile, charge_key ORDER BY Target DESC, weight DESC, Method DESC) AS more
   FROM shares
 ),
 split AS (
