@@ -6,8 +6,8 @@
 --    keys compared trimmed and case-insensitively, the value trimmed. A charge without the key
 --    inherits it from its resource group, else its sub-account (account_tags input, optional:
 --    a scope is a SubAccountId, or an id that prefixes ResourceId such as an Azure
---    `/subscriptions/<id>/resourceGroups/<name>`; the longest matching prefix wins); the charge's
---    own tag always wins.
+--    `/subscriptions/<id>/resourceGroups/<name>`, compared case-insensitively as plain text; the
+--    longest matching prefix wins, then the smaller value); the charge's own tag always wins.
 -- 2. Shared costs. A charge whose MatchColumn equals a shared rule's MatchValue (support, a shared
 --    cluster, commitment purchases, untagged AI platform spend) is split over that rule's targets:
 --      even          equal shares
@@ -25,7 +25,8 @@
 --
 -- Money is conserved to the last digit: each share is amount × weight / Σ weights truncated at
 -- the 18th decimal place (tally_share), and what truncation leaves over (under 1e-18 per target)
--- goes to the first target by name, so the shares of a charge add up to the charge exactly.
+-- goes to the first target by name (then by weight and method), so the shares of a charge add
+-- up to the charge exactly.
 -- Σ AllocatedEffectiveCost = Σ EffectiveCost for every billing period and currency (tested).
 --
 -- @stage: allocated_costs
